@@ -1,0 +1,145 @@
+//! What happens in the chat, as the hub reports it to members: the
+//! format-neutral [`Event`], and the shared [`Envelope`] that carries one event
+//! to all of its recipients.
+//!
+//! The hub never encodes. A session encodes an event into its own wire format
+//! the first time any session of that format needs it; the bytes are cached in
+//! the envelope and every other recipient writes the same `Bytes`.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+
+use crate::names::{Nick, RoomName};
+
+/// Why a member left a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaveReason {
+    /// Left the room but stayed connected (`/join` elsewhere).
+    Part,
+    /// Closed the session on purpose, with an optional message.
+    Quit(Option<Arc<str>>),
+    /// The connection was lost or cut by the server; the text says why.
+    Dropped(Arc<str>),
+}
+
+/// Something a member is told about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A chat line or `/me` action in a room, sequenced by the room.
+    Message {
+        room: RoomName,
+        /// Position in the room's total order, starting at 1.
+        seq: u64,
+        /// Server time, milliseconds since the Unix epoch.
+        ts_ms: u64,
+        from: Nick,
+        text: Arc<str>,
+        action: bool,
+    },
+    /// A private message to one member.
+    Private {
+        from: Nick,
+        to: Nick,
+        ts_ms: u64,
+        text: Arc<str>,
+    },
+    Joined {
+        room: RoomName,
+        nick: Nick,
+    },
+    Left {
+        room: RoomName,
+        nick: Nick,
+        reason: LeaveReason,
+    },
+    Renamed {
+        old: Nick,
+        new: Nick,
+    },
+    /// A notice from the server itself, such as the shutdown warning.
+    Notice(Arc<str>),
+}
+
+impl Event {
+    /// Rough size of the event once encoded, for send-queue accounting before
+    /// any encoding has happened. Overestimates slightly on purpose.
+    pub fn approx_size(&self) -> usize {
+        const OVERHEAD: usize = 48;
+        OVERHEAD
+            + match self {
+                Event::Message {
+                    room, from, text, ..
+                } => room.as_str().len() + from.as_str().len() + text.len(),
+                Event::Private { from, to, text, .. } => {
+                    from.as_str().len() + to.as_str().len() + text.len()
+                }
+                Event::Joined { room, nick } => room.as_str().len() + nick.as_str().len(),
+                Event::Left { room, nick, reason } => {
+                    room.as_str().len()
+                        + nick.as_str().len()
+                        + match reason {
+                            LeaveReason::Part | LeaveReason::Quit(None) => 0,
+                            LeaveReason::Quit(Some(r)) | LeaveReason::Dropped(r) => r.len(),
+                        }
+                }
+                Event::Renamed { old, new } => old.as_str().len() + new.as_str().len(),
+                Event::Notice(text) => text.len(),
+            }
+    }
+}
+
+/// The wire formats a session may speak; one cache slot each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text = 0,
+    Json = 1,
+}
+
+const FORMATS: usize = 2;
+
+/// One event on its way to many members, with its encodings cached.
+#[derive(Debug)]
+pub struct Envelope {
+    pub event: Event,
+    encoded: [OnceLock<Bytes>; FORMATS],
+}
+
+impl Envelope {
+    pub fn new(event: Event) -> Arc<Envelope> {
+        Arc::new(Envelope {
+            event,
+            encoded: Default::default(),
+        })
+    }
+
+    /// The event's bytes in `format`, encoding at most once per format no
+    /// matter how many recipients ask.
+    pub fn encoded(&self, format: Format, encode: fn(&Event) -> Bytes) -> Bytes {
+        self.encoded[format as usize]
+            .get_or_init(|| encode(&self.event))
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+    fn counting_encoder(_: &Event) -> Bytes {
+        CALLS.fetch_add(1, Ordering::SeqCst);
+        Bytes::from_static(b"x\n")
+    }
+
+    #[test]
+    fn encodes_once_per_format() {
+        let env = Envelope::new(Event::Notice("hi".into()));
+        for _ in 0..10 {
+            assert_eq!(env.encoded(Format::Text, counting_encoder), "x\n");
+        }
+        assert_eq!(CALLS.load(Ordering::SeqCst), 1);
+    }
+}

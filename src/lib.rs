@@ -1,0 +1,11 @@
+//! rchat: a chat-room server and terminal client.
+//!
+//! The library holds everything; the `rchat` binary only parses its command
+//! line and calls in here.
+
+pub mod cert;
+pub mod config;
+pub mod event;
+pub mod names;
+pub mod proto;
+pub mod server;

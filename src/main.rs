@@ -1,0 +1,182 @@
+//! The `rchat` command line: parse, then call into the library.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use rchat::cert;
+use rchat::config::ServerConfig;
+use rchat::server::Server;
+
+#[derive(Parser)]
+#[command(
+    name = "rchat",
+    version,
+    about = "A fast, secure, self-hostable chat-room server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the chat server.
+    Serve(ServeArgs),
+    /// Write a self-signed certificate and key for `serve --tls-cert/--tls-key`.
+    GenCert(GenCertArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML file with server settings; flags given here override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on (repeat for several; IPv6 as [::1]:1234).
+    /// [default: 127.0.0.1:1234]
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<SocketAddr>,
+    /// PEM certificate chain: the listeners speak TLS.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Most connections held at once. [default: 10000]
+    #[arg(long, value_name = "N")]
+    max_clients: Option<usize>,
+    /// Longest line accepted from a client, in bytes. [default: 1024]
+    #[arg(long, value_name = "BYTES")]
+    max_line: Option<usize>,
+    /// Bytes queued for one client before it is disconnected as too slow.
+    /// [default: 1048576]
+    #[arg(long, value_name = "BYTES")]
+    max_sendq: Option<usize>,
+    /// Seconds a client has to finish its TLS handshake. [default: 10]
+    #[arg(long, value_name = "SECS")]
+    handshake_timeout: Option<u64>,
+}
+
+#[derive(Args)]
+struct GenCertArgs {
+    /// Directory to write cert.pem and key.pem into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    out_dir: PathBuf,
+    /// Host name or IP the certificate is for (repeatable).
+    /// [default: localhost, 127.0.0.1, ::1]
+    #[arg(long = "name", value_name = "HOST")]
+    names: Vec<String>,
+    /// Overwrite existing files.
+    #[arg(long)]
+    force: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .init();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::GenCert(args) => gen_cert(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The library's messages already name their cause; print the
+            // chain on one line, without a backtrace.
+            eprintln!("rchat: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => ServerConfig::from_file(path)?,
+        None => ServerConfig::default(),
+    };
+    if !args.listen.is_empty() {
+        config.listen = args.listen;
+    }
+    if args.tls_cert.is_some() {
+        config.tls_cert = args.tls_cert;
+        config.tls_key = args.tls_key;
+    }
+    if let Some(n) = args.max_clients {
+        config.max_clients = n;
+    }
+    if let Some(n) = args.max_line {
+        config.max_line = n;
+    }
+    if let Some(n) = args.max_sendq {
+        config.max_sendq = n;
+    }
+    if let Some(n) = args.handshake_timeout {
+        config.handshake_timeout_secs = n;
+    }
+    raise_fd_limit();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let server = Server::bind(config).await?;
+        server.run(shutdown_signal()).await;
+        anyhow::Ok(())
+    })
+}
+
+/// Each connection is a file descriptor; the common soft limit of 1024 would
+/// cap the server far below `--max-clients`, so raise it to the hard limit.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "file descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn gen_cert(args: GenCertArgs) -> anyhow::Result<()> {
+    let names: Vec<String> = if args.names.is_empty() {
+        cert::DEFAULT_NAMES.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.names
+    };
+    let generated = cert::self_signed(&names)?;
+    cert::write_pair(&args.out_dir, &generated, args.force)?;
+    let (cert_path, key_path) = cert::pem_paths(&args.out_dir);
+    println!("wrote {} and {}", cert_path.display(), key_path.display());
+    println!("valid for: {}", names.join(", "));
+    println!(
+        "SHA-256 fingerprint: {}",
+        cert::fingerprint(&generated.cert_der)
+    );
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! Pure wire codecs: bytes in, values out, and back. Nothing here touches a
+//! socket, a clock or the hub, so every function can be unit-tested, fuzzed
+//! and property-tested on its own.
+//!
+//! - [`line`] frames a byte stream into bounded lines.
+//! - [`sanitize`] neutralises control characters before text reaches anyone.
+//! - [`text`] parses the human text protocol's commands and renders events.
+
+pub mod line;
+pub mod sanitize;
+pub mod text;

@@ -1,0 +1,204 @@
+//! The human text protocol: what a person types into `nc`, and what they see.
+//!
+//! Input lines are either chat (anything not starting with `/`, or escaped as
+//! `//`) or commands. Output lines are chat as `NICK> TEXT`, private messages
+//! as `[private] NICK> TEXT`, and everything from the server itself as
+//! `* ...` (`* error: ...` for errors). See docs/protocol.md.
+
+use bytes::Bytes;
+
+use crate::event::{Event, LeaveReason};
+
+/// What a line of input asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// Nothing to do (blank line).
+    Empty,
+    /// Chat text for the current room.
+    Chat(&'a str),
+    Command(Command<'a>),
+}
+
+/// A parsed slash command. Arguments are raw; the session validates them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command<'a> {
+    Nick(&'a str),
+    Join(&'a str),
+    Rooms,
+    Who,
+    Msg {
+        to: &'a str,
+        text: &'a str,
+    },
+    Me(&'a str),
+    Help,
+    Quit(Option<&'a str>),
+    /// A known command with missing arguments; carries its usage line.
+    Usage(&'static str),
+    /// Not a command we know.
+    Unknown(&'a str),
+}
+
+/// Parses one line that has already been decoded and sanitised.
+pub fn parse(line: &str) -> Input<'_> {
+    if line.trim().is_empty() {
+        return Input::Empty;
+    }
+    if line == "!quit" {
+        return Input::Command(Command::Quit(None));
+    }
+    let Some(rest) = line.strip_prefix('/') else {
+        return Input::Chat(line);
+    };
+    if rest.starts_with('/') {
+        // "//text" sends "/text" literally.
+        return Input::Chat(rest);
+    }
+    let (name, args) = match rest.split_once([' ', '\t']) {
+        Some((name, args)) => (name, args.trim()),
+        None => (rest, ""),
+    };
+    let cmd = match name.to_ascii_lowercase().as_str() {
+        "nick" => one_word(args).map_or(Command::Usage("/nick NAME"), Command::Nick),
+        "join" => one_word(args).map_or(Command::Usage("/join ROOM"), Command::Join),
+        "rooms" | "list" => Command::Rooms,
+        "who" | "names" => Command::Who,
+        "msg" | "query" => match args.split_once([' ', '\t']) {
+            Some((to, text)) if !text.trim().is_empty() => Command::Msg {
+                to,
+                text: text.trim_start(),
+            },
+            _ => Command::Usage("/msg NICK TEXT"),
+        },
+        "me" if !args.is_empty() => Command::Me(args),
+        "me" => Command::Usage("/me ACTION"),
+        "help" => Command::Help,
+        "quit" => Command::Quit((!args.is_empty()).then_some(args)),
+        _ => Command::Unknown(name),
+    };
+    Input::Command(cmd)
+}
+
+fn one_word(args: &str) -> Option<&str> {
+    (!args.is_empty() && !args.contains([' ', '\t'])).then_some(args)
+}
+
+/// The `/help` text, one notice per line.
+pub const HELP: &[&str] = &[
+    "commands:",
+    "  /nick NAME        change your nickname (letters, digits, _ and -, up to 32)",
+    "  /join ROOM        leave this room and join ROOM (created if new)",
+    "  /rooms            list rooms and how many are in each",
+    "  /who              list the members of this room",
+    "  /msg NICK TEXT    send TEXT to NICK alone",
+    "  /me ACTION        tell the room what you are doing",
+    "  /quit [REASON]    leave (also !quit)",
+    "  //text            send a line that starts with /",
+    "anything else is sent to everyone in your room",
+];
+
+/// A server notice line: `* TEXT\n`.
+pub fn notice(text: &str) -> Bytes {
+    Bytes::from(format!("* {text}\n"))
+}
+
+/// An error line: `* error: TEXT\n`.
+pub fn error(text: &str) -> Bytes {
+    Bytes::from(format!("* error: {text}\n"))
+}
+
+/// Renders an event as one text line. Used as the text format's encoder, so
+/// it runs once per event whatever the number of recipients.
+pub fn render(event: &Event) -> Bytes {
+    let line = match event {
+        Event::Message {
+            from,
+            text,
+            action: false,
+            ..
+        } => format!("{from}> {text}\n"),
+        Event::Message {
+            from,
+            text,
+            action: true,
+            ..
+        } => format!("* {from} {text}\n"),
+        Event::Private { from, text, .. } => format!("[private] {from}> {text}\n"),
+        Event::Joined { room, nick } => format!("* {nick} joined {room}\n"),
+        Event::Left { room, nick, reason } => match reason {
+            LeaveReason::Part => format!("* {nick} left {room}\n"),
+            LeaveReason::Quit(None) => format!("* {nick} quit\n"),
+            LeaveReason::Quit(Some(why)) => format!("* {nick} quit ({why})\n"),
+            LeaveReason::Dropped(why) => format!("* {nick} was disconnected ({why})\n"),
+        },
+        Event::Renamed { old, new } => format!("* {old} is now known as {new}\n"),
+        Event::Notice(text) => format!("* {text}\n"),
+    };
+    Bytes::from(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::{Nick, RoomName};
+
+    #[test]
+    fn chat_and_escapes() {
+        assert_eq!(parse("hello"), Input::Chat("hello"));
+        assert_eq!(parse("//etc/passwd"), Input::Chat("/etc/passwd"));
+        assert_eq!(parse("   "), Input::Empty);
+        assert_eq!(parse("!quit"), Input::Command(Command::Quit(None)));
+    }
+
+    #[test]
+    fn commands() {
+        use Command::*;
+        let cases = [
+            ("/nick alice", Nick("alice")),
+            ("/NICK  alice ", Nick("alice")),
+            ("/nick", Usage("/nick NAME")),
+            ("/nick a b", Usage("/nick NAME")),
+            ("/join #dev", Join("#dev")),
+            ("/rooms", Rooms),
+            ("/who", Who),
+            (
+                "/msg bob hi there",
+                Msg {
+                    to: "bob",
+                    text: "hi there",
+                },
+            ),
+            ("/msg bob", Usage("/msg NICK TEXT")),
+            ("/me waves", Me("waves")),
+            ("/me", Usage("/me ACTION")),
+            ("/help", Help),
+            ("/quit", Quit(None)),
+            ("/quit gone fishing", Quit(Some("gone fishing"))),
+            ("/frob x", Unknown("frob")),
+        ];
+        for (line, want) in cases {
+            assert_eq!(parse(line), Input::Command(want), "{line}");
+        }
+    }
+
+    #[test]
+    fn renders_events() {
+        let room = RoomName::parse("lobby").unwrap();
+        let alice = Nick::parse("alice").unwrap();
+        let msg = Event::Message {
+            room: room.clone(),
+            seq: 1,
+            ts_ms: 0,
+            from: alice.clone(),
+            text: "hi".into(),
+            action: false,
+        };
+        assert_eq!(render(&msg), "alice> hi\n");
+        let left = Event::Left {
+            room,
+            nick: alice,
+            reason: LeaveReason::Quit(Some("bye".into())),
+        };
+        assert_eq!(render(&left), "* alice quit (bye)\n");
+    }
+}

@@ -1,0 +1,775 @@
+//! The hub: nicknames, rooms, membership, per-room sequencing and fan-out.
+//!
+//! It knows nothing of sockets or wire formats. A session registers a member
+//! with an [`Outbox`] and calls the hub's methods; the hub answers the caller
+//! directly and tells everyone else by pushing shared [`Envelope`]s into their
+//! outboxes. All state sits behind one short-held lock, which is what makes a
+//! room's order total: a message is sequenced and pushed to every member's
+//! queue before the next one is looked at. Pushing never waits, so the lock is
+//! never held across I/O; a member whose queue overflows is evicted.
+//!
+//! A member may be in several rooms at once (structured clients need this);
+//! the text protocol simply uses one at a time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::{debug, info};
+
+use crate::event::{Envelope, Event, LeaveReason};
+use crate::names::{key_of, NameError, Nick, RoomName};
+use crate::server::outbox::{Outbox, Outgoing, Push};
+
+/// Identifies one registered member for the lifetime of its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MemberId(u64);
+
+/// Hub-wide limits, set from the server configuration.
+#[derive(Debug, Clone)]
+pub struct HubLimits {
+    /// Rooms one member may be in at once.
+    pub max_rooms_per_member: usize,
+}
+
+impl Default for HubLimits {
+    fn default() -> Self {
+        HubLimits {
+            max_rooms_per_member: 32,
+        }
+    }
+}
+
+/// Why the hub refused a request. The messages are shown to users as-is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HubError {
+    #[error("invalid name: {0}")]
+    InvalidName(#[from] NameError),
+    #[error("the nick {0} is already in use; pick another")]
+    NickInUse(String),
+    #[error("no one called {0} is connected")]
+    NoSuchNick(String),
+    #[error("there is no room called {0}; /rooms lists them")]
+    NoSuchRoom(String),
+    #[error("you are not in {0}; /join it first")]
+    NotInRoom(String),
+    #[error("you are already in {0}")]
+    AlreadyInRoom(String),
+    #[error("you are already in the most rooms allowed ({0}); leave one first")]
+    TooManyRooms(usize),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("your session is no longer registered")]
+    Gone,
+}
+
+/// What a successful join tells the joiner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    pub room: RoomName,
+    /// Everyone in the room, the joiner included, sorted case-insensitively.
+    pub members: Vec<Nick>,
+}
+
+/// Where a message was placed in its room's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Posted {
+    pub seq: u64,
+    pub ts_ms: u64,
+}
+
+#[derive(Debug)]
+struct Member {
+    nick: Nick,
+    outbox: Arc<Outbox>,
+    /// Keys of the rooms this member is in.
+    rooms: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Room {
+    name: RoomName,
+    members: HashMap<MemberId, Arc<Outbox>>,
+    /// Sequence number of the last message posted here.
+    last_seq: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    members: HashMap<MemberId, Member>,
+    /// Case-folded nick to its owner.
+    nicks: HashMap<String, MemberId>,
+    /// Case-folded room name to room. Empty rooms are removed.
+    rooms: HashMap<String, Room>,
+    next_member: u64,
+    next_guest: u64,
+    shutting_down: bool,
+    /// Members whose outbox overflowed during a fan-out, to be evicted once
+    /// the fan-out is over.
+    overflowed: Vec<MemberId>,
+}
+
+/// The shared chat state. Cheap to share: wrap in an `Arc`.
+#[derive(Debug, Default)]
+pub struct Hub {
+    state: Mutex<State>,
+    limits: HubLimits,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Hub {
+    pub fn new(limits: HubLimits) -> Hub {
+        Hub {
+            state: Mutex::default(),
+            limits,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a new member under a fresh guest nick. It is in no room yet.
+    /// `greet` makes the first item of its outbox, queued before anything
+    /// else can be, so a welcome always comes first.
+    pub fn connect(
+        &self,
+        outbox: Arc<Outbox>,
+        greet: impl FnOnce(&Nick) -> Outgoing,
+    ) -> Result<(MemberId, Nick), HubError> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        if st.shutting_down {
+            return Err(HubError::ShuttingDown);
+        }
+        let nick = loop {
+            st.next_guest += 1;
+            let candidate = format!("guest{}", st.next_guest);
+            if !st.nicks.contains_key(&candidate) {
+                break Nick::parse(&candidate)?;
+            }
+        };
+        st.next_member += 1;
+        let id = MemberId(st.next_member);
+        st.nicks.insert(nick.key(), id);
+        outbox.push(greet(&nick));
+        st.members.insert(
+            id,
+            Member {
+                nick: nick.clone(),
+                outbox,
+                rooms: Vec::new(),
+            },
+        );
+        Ok((id, nick))
+    }
+
+    /// The member's current nick.
+    pub fn nick(&self, id: MemberId) -> Result<Nick, HubError> {
+        let guard = self.lock();
+        let st = &*guard;
+        st.members
+            .get(&id)
+            .map(|m| m.nick.clone())
+            .ok_or(HubError::Gone)
+    }
+
+    /// Changes a member's nick and tells everyone who shares a room with it,
+    /// and the member itself, once each.
+    pub fn rename(&self, id: MemberId, wanted: &str) -> Result<Nick, HubError> {
+        let new = Nick::parse(wanted)?;
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let member = st.members.get(&id).ok_or(HubError::Gone)?;
+        let old = member.nick.clone();
+        if old.as_str() == new.as_str() {
+            return Ok(new);
+        }
+        match st.nicks.get(&new.key()) {
+            Some(owner) if *owner != id => return Err(HubError::NickInUse(new.to_string())),
+            _ => {}
+        }
+        st.nicks.remove(&old.key());
+        st.nicks.insert(new.key(), id);
+        let rooms = {
+            let member = st.members.get_mut(&id).ok_or(HubError::Gone)?;
+            member.nick = new.clone();
+            member.rooms.clone()
+        };
+        // Everyone sharing a room, plus the member: each exactly once.
+        let mut audience: HashMap<MemberId, Arc<Outbox>> = HashMap::new();
+        for key in &rooms {
+            if let Some(room) = st.rooms.get(key) {
+                audience.extend(room.members.iter().map(|(i, o)| (*i, o.clone())));
+            }
+        }
+        if let Some(m) = st.members.get(&id) {
+            audience.insert(id, m.outbox.clone());
+        }
+        let env = Envelope::new(Event::Renamed {
+            old: old.clone(),
+            new: new.clone(),
+        });
+        for (to, outbox) in audience {
+            st.deliver(to, &outbox, &env);
+        }
+        st.evict_overflowed();
+        info!(old = %old, new = %new, "nick changed");
+        Ok(new)
+    }
+
+    /// Adds the member to a room, creating the room if needed, and tells the
+    /// room's other members. `confirm` makes the joiner's confirmation,
+    /// queued before any traffic of the room can reach it.
+    pub fn join(
+        &self,
+        id: MemberId,
+        room: &str,
+        confirm: impl FnOnce(&Joined) -> Outgoing,
+    ) -> Result<Joined, HubError> {
+        self.join_leaving(id, room, None, confirm)
+    }
+
+    /// Moves a member from one room to another in one step, as the text
+    /// protocol's `/join` does: the old room does not count against the room
+    /// limit, and it is left only once the new one is joined.
+    pub fn switch(
+        &self,
+        id: MemberId,
+        from: &str,
+        to: &str,
+        confirm: impl FnOnce(&Joined) -> Outgoing,
+    ) -> Result<Joined, HubError> {
+        self.join_leaving(id, to, Some(key_of(from)), confirm)
+    }
+
+    fn join_leaving(
+        &self,
+        id: MemberId,
+        room: &str,
+        leaving: Option<String>,
+        confirm: impl FnOnce(&Joined) -> Outgoing,
+    ) -> Result<Joined, HubError> {
+        let name = RoomName::parse(room)?;
+        let key = name.key();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let member = st.members.get(&id).ok_or(HubError::Gone)?;
+        if member.rooms.contains(&key) {
+            let shown = st.rooms.get(&key).map_or(name.clone(), |r| r.name.clone());
+            return Err(HubError::AlreadyInRoom(shown.to_string()));
+        }
+        let freed = leaving
+            .as_ref()
+            .is_some_and(|old| member.rooms.contains(old)) as usize;
+        if member.rooms.len() - freed >= self.limits.max_rooms_per_member {
+            return Err(HubError::TooManyRooms(self.limits.max_rooms_per_member));
+        }
+        let nick = member.nick.clone();
+        let outbox = member.outbox.clone();
+        let room = st.rooms.entry(key.clone()).or_insert_with(|| Room {
+            name,
+            members: HashMap::new(),
+            last_seq: 0,
+        });
+        let room_name = room.name.clone();
+        let env = Envelope::new(Event::Joined {
+            room: room_name.clone(),
+            nick: nick.clone(),
+        });
+        st.fan_out(&key, None, &env);
+        if let Some(room) = st.rooms.get_mut(&key) {
+            room.members.insert(id, outbox);
+        }
+        if let Some(m) = st.members.get_mut(&id) {
+            m.rooms.push(key.clone());
+        }
+        if let Some(old) = leaving.filter(|old| *old != key) {
+            st.leave_room(id, &old, LeaveReason::Part);
+        }
+        let joined = Joined {
+            room: room_name,
+            members: st.member_nicks(&key),
+        };
+        if let Some(m) = st.members.get(&id) {
+            let outbox = m.outbox.clone();
+            if outbox.push(confirm(&joined)) == Push::Overflow {
+                st.overflowed.push(id);
+            }
+        }
+        st.evict_overflowed();
+        debug!(nick = %nick, room = %joined.room, "joined");
+        Ok(joined)
+    }
+
+    /// Removes the member from a room and tells those who remain.
+    pub fn part(&self, id: MemberId, room: &str) -> Result<(), HubError> {
+        let key = key_of(room);
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let member = st.members.get(&id).ok_or(HubError::Gone)?;
+        if !member.rooms.contains(&key) {
+            return Err(HubError::NotInRoom(room.to_string()));
+        }
+        st.leave_room(id, &key, LeaveReason::Part);
+        st.evict_overflowed();
+        Ok(())
+    }
+
+    /// Posts a chat line (or `/me` action) to a room. Everyone in the room but
+    /// the sender receives it, in the room's one order.
+    pub fn say(
+        &self,
+        id: MemberId,
+        room: &str,
+        text: &str,
+        action: bool,
+    ) -> Result<Posted, HubError> {
+        let key = key_of(room);
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let member = st.members.get(&id).ok_or(HubError::Gone)?;
+        if !member.rooms.contains(&key) {
+            return Err(HubError::NotInRoom(room.to_string()));
+        }
+        let from = member.nick.clone();
+        let room = st
+            .rooms
+            .get_mut(&key)
+            .ok_or_else(|| HubError::NoSuchRoom(room.to_string()))?;
+        room.last_seq += 1;
+        let posted = Posted {
+            seq: room.last_seq,
+            ts_ms: now_ms(),
+        };
+        let env = Envelope::new(Event::Message {
+            room: room.name.clone(),
+            seq: posted.seq,
+            ts_ms: posted.ts_ms,
+            from,
+            text: text.into(),
+            action,
+        });
+        st.fan_out(&key, Some(id), &env);
+        st.evict_overflowed();
+        Ok(posted)
+    }
+
+    /// Sends a private message to one member, found by nick.
+    pub fn private(&self, id: MemberId, to: &str, text: &str) -> Result<Nick, HubError> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let from = st.members.get(&id).ok_or(HubError::Gone)?.nick.clone();
+        let target = *st
+            .nicks
+            .get(&to.to_ascii_lowercase())
+            .ok_or_else(|| HubError::NoSuchNick(to.to_string()))?;
+        let (to_nick, outbox) = match st.members.get(&target) {
+            Some(m) => (m.nick.clone(), m.outbox.clone()),
+            None => return Err(HubError::NoSuchNick(to.to_string())),
+        };
+        let env = Envelope::new(Event::Private {
+            from,
+            to: to_nick.clone(),
+            ts_ms: now_ms(),
+            text: text.into(),
+        });
+        st.deliver(target, &outbox, &env);
+        st.evict_overflowed();
+        Ok(to_nick)
+    }
+
+    /// Every room with its member count, sorted by name.
+    pub fn rooms(&self) -> Vec<(RoomName, usize)> {
+        let guard = self.lock();
+        let st = &*guard;
+        let mut rooms: Vec<_> = st
+            .rooms
+            .values()
+            .map(|r| (r.name.clone(), r.members.len()))
+            .collect();
+        rooms.sort_by_key(|(name, _)| name.key());
+        rooms
+    }
+
+    /// The members of a room, sorted case-insensitively.
+    pub fn who(&self, room: &str) -> Result<(RoomName, Vec<Nick>), HubError> {
+        let key = key_of(room);
+        let guard = self.lock();
+        let st = &*guard;
+        let name = st
+            .rooms
+            .get(&key)
+            .map(|r| r.name.clone())
+            .ok_or_else(|| HubError::NoSuchRoom(room.to_string()))?;
+        Ok((name, st.member_nicks(&key)))
+    }
+
+    /// Unregisters a member: it leaves every room (the rooms are told why),
+    /// its nick is freed and its outbox closes after flushing.
+    pub fn disconnect(&self, id: MemberId, reason: LeaveReason) {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        st.remove_member(id, reason);
+        st.evict_overflowed();
+    }
+
+    /// Tells every member `notice`, closes every outbox after it is flushed,
+    /// and refuses new members from now on.
+    pub fn shutdown(&self, notice: &str) {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        st.shutting_down = true;
+        let env = Envelope::new(Event::Notice(notice.into()));
+        for member in st.members.values() {
+            member.outbox.push(Outgoing::Event(env.clone()));
+            member.outbox.close();
+        }
+        st.members.clear();
+        st.nicks.clear();
+        st.rooms.clear();
+    }
+
+    /// How many members are registered.
+    pub fn member_count(&self) -> usize {
+        self.lock().members.len()
+    }
+}
+
+impl State {
+    /// Pushes `env` to every member of a room except `except`.
+    fn fan_out(&mut self, room_key: &str, except: Option<MemberId>, env: &Arc<Envelope>) {
+        let Some(room) = self.rooms.get(room_key) else {
+            return;
+        };
+        for (id, outbox) in &room.members {
+            if Some(*id) == except {
+                continue;
+            }
+            if outbox.push(Outgoing::Event(env.clone())) == Push::Overflow {
+                self.overflowed.push(*id);
+            }
+        }
+    }
+
+    fn deliver(&mut self, id: MemberId, outbox: &Outbox, env: &Arc<Envelope>) {
+        if outbox.push(Outgoing::Event(env.clone())) == Push::Overflow {
+            self.overflowed.push(id);
+        }
+    }
+
+    fn member_nicks(&self, room_key: &str) -> Vec<Nick> {
+        let Some(room) = self.rooms.get(room_key) else {
+            return Vec::new();
+        };
+        let mut nicks: Vec<Nick> = room
+            .members
+            .keys()
+            .filter_map(|id| self.members.get(id).map(|m| m.nick.clone()))
+            .collect();
+        nicks.sort_by_key(|n| n.key());
+        nicks
+    }
+
+    fn leave_room(&mut self, id: MemberId, room_key: &str, reason: LeaveReason) {
+        let Some(member) = self.members.get_mut(&id) else {
+            return;
+        };
+        member.rooms.retain(|k| k != room_key);
+        let nick = member.nick.clone();
+        let Some(room) = self.rooms.get_mut(room_key) else {
+            return;
+        };
+        room.members.remove(&id);
+        if room.members.is_empty() {
+            self.rooms.remove(room_key);
+            return;
+        }
+        let env = Envelope::new(Event::Left {
+            room: room.name.clone(),
+            nick,
+            reason,
+        });
+        self.fan_out(room_key, None, &env);
+    }
+
+    fn remove_member(&mut self, id: MemberId, reason: LeaveReason) {
+        let Some(member) = self.members.get(&id) else {
+            return;
+        };
+        let rooms = member.rooms.clone();
+        for key in rooms {
+            self.leave_room(id, &key, reason.clone());
+        }
+        if let Some(member) = self.members.remove(&id) {
+            self.nicks.remove(&member.nick.key());
+            member.outbox.close();
+            debug!(nick = %member.nick, ?reason, "member left");
+        }
+    }
+
+    /// Evicts members whose queue overflowed. Their leave notices may
+    /// overflow others in turn, so this runs until nothing is left.
+    fn evict_overflowed(&mut self) {
+        while let Some(id) = self.overflowed.pop() {
+            if let Some(m) = self.members.get(&id) {
+                info!(nick = %m.nick, "evicting slow reader: send queue full");
+            }
+            self.remove_member(
+                id,
+                LeaveReason::Dropped("send queue full: client too slow".into()),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Format;
+    use crate::server::outbox::Drain;
+
+    /// A member as a test sees it: its id and the text lines it was sent.
+    struct Probe {
+        id: MemberId,
+        outbox: Arc<Outbox>,
+    }
+
+    impl Probe {
+        fn join(hub: &Hub, room: &str) -> Probe {
+            let outbox = Outbox::new(1 << 20);
+            let (id, _) = hub
+                .connect(outbox.clone(), |_| Outgoing::Raw("hi\n".into()))
+                .unwrap();
+            hub.join(id, room, ack).unwrap();
+            let probe = Probe { id, outbox };
+            assert_eq!(probe.lines(), vec!["hi", "joined"]);
+            probe
+        }
+
+        /// Lines queued so far, rendered as the text protocol would.
+        fn lines(&self) -> Vec<String> {
+            let mut batch = Vec::new();
+            let waker = futures::task::noop_waker();
+            let mut cx = std::task::Context::from_waker(&waker);
+            {
+                let fut = self.outbox.drain(&mut batch);
+                futures::pin_mut!(fut);
+                let _ = fut.as_mut().poll(&mut cx);
+            }
+            batch
+                .iter()
+                .map(|o| {
+                    let b = o.bytes(Format::Text, crate::proto::text::render);
+                    String::from_utf8_lossy(&b).trim_end().to_string()
+                })
+                .collect()
+        }
+    }
+
+    use std::future::Future;
+
+    fn ack(_: &Joined) -> Outgoing {
+        Outgoing::Raw("joined\n".into())
+    }
+
+    fn greet(_: &Nick) -> Outgoing {
+        Outgoing::Raw("hi\n".into())
+    }
+
+    #[test]
+    fn guests_get_unique_nicks() {
+        let hub = Hub::default();
+        let (_, a) = hub.connect(Outbox::new(100), greet).unwrap();
+        let (b_id, _) = hub.connect(Outbox::new(100), greet).unwrap();
+        hub.rename(b_id, "guest3").unwrap();
+        let (_, c) = hub.connect(Outbox::new(100), greet).unwrap();
+        assert_eq!(a.as_str(), "guest1");
+        assert_eq!(c.as_str(), "guest4");
+    }
+
+    #[test]
+    fn message_reaches_room_but_not_sender_or_other_rooms() {
+        let hub = Hub::default();
+        let a = Probe::join(&hub, "lobby");
+        let b = Probe::join(&hub, "lobby");
+        let c = Probe::join(&hub, "other");
+        a.lines();
+        b.lines();
+        let posted = hub.say(a.id, "lobby", "hello", false).unwrap();
+        assert_eq!(posted.seq, 1);
+        assert_eq!(b.lines(), vec!["guest1> hello"]);
+        assert!(a.lines().is_empty());
+        assert!(c.lines().is_empty());
+    }
+
+    #[test]
+    fn join_leave_and_rename_notices() {
+        let hub = Hub::default();
+        let a = Probe::join(&hub, "lobby");
+        let b = Probe::join(&hub, "lobby");
+        assert_eq!(a.lines(), vec!["* guest2 joined lobby"]);
+        hub.rename(b.id, "bob").unwrap();
+        assert_eq!(a.lines(), vec!["* guest2 is now known as bob"]);
+        assert_eq!(b.lines(), vec!["* guest2 is now known as bob"]);
+        hub.part(b.id, "lobby").unwrap();
+        assert_eq!(a.lines(), vec!["* bob left lobby"]);
+        hub.join(b.id, "lobby", ack).unwrap();
+        hub.disconnect(b.id, LeaveReason::Quit(Some("bye".into())));
+        assert_eq!(a.lines(), vec!["* bob joined lobby", "* bob quit (bye)"]);
+        assert_eq!(hub.who("lobby").unwrap().1.len(), 1);
+    }
+
+    #[test]
+    fn nick_rules() {
+        let hub = Hub::default();
+        let a = Probe::join(&hub, "lobby");
+        let b = Probe::join(&hub, "lobby");
+        hub.rename(a.id, "Alice").unwrap();
+        assert_eq!(
+            hub.rename(b.id, "alice"),
+            Err(HubError::NickInUse("alice".into()))
+        );
+        assert!(matches!(
+            hub.rename(b.id, "server"),
+            Err(HubError::InvalidName(NameError::Reserved(_)))
+        ));
+        // Changing only the case of one's own nick is allowed.
+        assert_eq!(hub.rename(a.id, "ALICE").unwrap().as_str(), "ALICE");
+    }
+
+    #[test]
+    fn member_in_several_rooms() {
+        let hub = Hub::default();
+        let a = Probe::join(&hub, "one");
+        hub.join(a.id, "two", ack).unwrap();
+        let b = Probe::join(&hub, "one");
+        let c = Probe::join(&hub, "two");
+        hub.say(a.id, "two", "x", false).unwrap();
+        assert!(b.lines().is_empty());
+        assert_eq!(c.lines(), vec!["guest1> x"]);
+        assert_eq!(
+            hub.join(a.id, "ONE", ack).unwrap_err(),
+            HubError::AlreadyInRoom("one".into())
+        );
+        let rooms: Vec<_> = hub
+            .rooms()
+            .into_iter()
+            .map(|(n, c)| (n.to_string(), c))
+            .collect();
+        assert_eq!(rooms, vec![("one".into(), 2), ("two".into(), 2)]);
+    }
+
+    #[test]
+    fn room_limit_per_member() {
+        let hub = Hub::new(HubLimits {
+            max_rooms_per_member: 2,
+        });
+        let a = Probe::join(&hub, "one");
+        hub.join(a.id, "two", ack).unwrap();
+        assert_eq!(hub.join(a.id, "three", ack), Err(HubError::TooManyRooms(2)));
+        // Switching rooms frees one, so it works even at the limit.
+        hub.switch(a.id, "two", "three", ack).unwrap();
+        let names: Vec<_> = hub
+            .rooms()
+            .into_iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        assert_eq!(names, vec!["one", "three"]);
+    }
+
+    #[test]
+    fn private_message_only_to_target() {
+        let hub = Hub::default();
+        let a = Probe::join(&hub, "lobby");
+        let b = Probe::join(&hub, "lobby");
+        let c = Probe::join(&hub, "lobby");
+        a.lines();
+        b.lines();
+        c.lines();
+        hub.private(a.id, "GUEST2", "psst").unwrap();
+        assert_eq!(b.lines(), vec!["[private] guest1> psst"]);
+        assert!(c.lines().is_empty());
+        assert_eq!(
+            hub.private(a.id, "nobody", "x"),
+            Err(HubError::NoSuchNick("nobody".into()))
+        );
+    }
+
+    #[test]
+    fn sequence_numbers_are_per_room_and_dense() {
+        let hub = Hub::default();
+        let a = Probe::join(&hub, "r1");
+        hub.join(a.id, "r2", ack).unwrap();
+        let seqs: Vec<u64> = (0..3)
+            .map(|_| hub.say(a.id, "r1", "m", false).unwrap().seq)
+            .collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+        assert_eq!(hub.say(a.id, "r2", "m", false).unwrap().seq, 1);
+        assert_eq!(
+            hub.say(a.id, "r3", "m", false),
+            Err(HubError::NotInRoom("r3".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn slow_member_is_evicted_and_room_told() {
+        let hub = Hub::default();
+        let fast = Probe::join(&hub, "lobby");
+        let slow_box = Outbox::new(300);
+        let (slow, _) = hub.connect(slow_box.clone(), greet).unwrap();
+        hub.join(slow, "lobby", ack).unwrap();
+        fast.lines();
+        for _ in 0..10 {
+            hub.say(
+                fast.id,
+                "lobby",
+                "0123456789012345678901234567890123456789",
+                false,
+            )
+            .unwrap();
+        }
+        assert!(slow_box.is_aborted());
+        let mut batch = Vec::new();
+        assert_eq!(slow_box.drain(&mut batch).await, Drain::Abort);
+        assert_eq!(
+            fast.lines(),
+            vec!["* guest2 was disconnected (send queue full: client too slow)"]
+        );
+        assert_eq!(hub.member_count(), 1);
+        assert!(hub.nick(slow).is_err());
+    }
+
+    #[tokio::test]
+    async fn shutdown_notifies_and_closes_everyone() {
+        let hub = Hub::default();
+        let a = Probe::join(&hub, "lobby");
+        a.lines();
+        hub.shutdown("server shutting down");
+        let mut batch = Vec::new();
+        assert_eq!(a.outbox.drain(&mut batch).await, Drain::Finish);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(
+            hub.connect(Outbox::new(10), greet).unwrap_err(),
+            HubError::ShuttingDown
+        );
+    }
+
+    #[test]
+    fn empty_rooms_disappear() {
+        let hub = Hub::default();
+        let a = Probe::join(&hub, "temp");
+        hub.part(a.id, "temp").unwrap();
+        assert!(hub.rooms().is_empty());
+        assert_eq!(
+            hub.who("temp").unwrap_err(),
+            HubError::NoSuchRoom("temp".into())
+        );
+    }
+}

@@ -1,0 +1,281 @@
+//! The server: listeners, the accept loop, admission (`max_clients`), TLS
+//! handshakes, and shutdown.
+//!
+//! Shutdown follows the mini-redis pattern: one [`CancellationToken`] says
+//! "stop" to every accept loop and pending handshake; every connection task
+//! holds a clone of an `mpsc::Sender`, so when the receiver sees the channel
+//! close, all of them are done. In between, the hub tells every member the
+//! server is going away and closes their outboxes after a flush.
+
+pub mod hub;
+pub mod outbox;
+pub mod session;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{ConfigError, ServerConfig};
+use crate::proto::text;
+use hub::{Hub, HubLimits};
+
+/// The notice every member receives when the server stops.
+pub const SHUTDOWN_NOTICE: &str = "server shutting down; goodbye";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {cause}")]
+    Bind {
+        addr: SocketAddr,
+        cause: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// A server whose listeners are bound but not yet accepting.
+pub struct Server {
+    config: Arc<ServerConfig>,
+    listeners: Vec<TcpListener>,
+    tls: Option<TlsAcceptor>,
+    hub: Arc<Hub>,
+}
+
+impl Server {
+    /// Validates the configuration, loads TLS material and binds every
+    /// listen address. Port 0 picks a free port; see [`Server::local_addrs`].
+    pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        config.validate()?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            _ => None,
+        };
+        let mut listeners = Vec::new();
+        for addr in &config.listen {
+            let listener =
+                listen(*addr).map_err(|cause| ServerError::Bind { addr: *addr, cause })?;
+            listeners.push(listener);
+        }
+        let hub = Arc::new(Hub::new(HubLimits {
+            max_rooms_per_member: config.max_rooms_per_member,
+        }));
+        Ok(Server {
+            config: Arc::new(config),
+            listeners,
+            tls,
+            hub,
+        })
+    }
+
+    /// The addresses actually bound, with real ports.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The hub, for embedding and tests.
+    pub fn hub(&self) -> Arc<Hub> {
+        self.hub.clone()
+    }
+
+    /// Accepts connections until `shutdown` completes, then tells every
+    /// client, closes every connection and returns once all tasks are done
+    /// (or the close timeout has passed).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let stop = CancellationToken::new();
+        let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+        let admission = Arc::new(Semaphore::new(self.config.max_clients));
+        let tls = self.tls.is_some();
+        for listener in self.listeners {
+            let addr = listener.local_addr().ok();
+            if let Some(addr) = addr {
+                info!(%addr, tls, "listening on {addr}");
+                if !tls && !addr.ip().is_loopback() {
+                    warn!(
+                        %addr,
+                        "WARNING: listening on a non-loopback address without TLS; \
+                         everything users send crosses the network in clear text. \
+                         Use --tls-cert and --tls-key (see `rchat gen-cert`)."
+                    );
+                }
+            }
+            let acceptor = Acceptor {
+                listener,
+                tls: self.tls.clone(),
+                hub: self.hub.clone(),
+                config: self.config.clone(),
+                admission: admission.clone(),
+                stop: stop.clone(),
+                done: done_tx.clone(),
+            };
+            tokio::spawn(acceptor.run());
+        }
+        drop(done_tx);
+
+        shutdown.await;
+        info!("shutting down");
+        stop.cancel();
+        self.hub.shutdown(SHUTDOWN_NOTICE);
+        // Every task owns a sender; recv() yields None once all are gone.
+        let grace = self.config.close_timeout() + Duration::from_secs(1);
+        if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
+            warn!("some connections did not close in time; exiting anyway");
+        }
+        info!("stopped");
+    }
+}
+
+/// Pending connections the kernel may queue before we accept them. A burst
+/// of joins (a class logging in at once) must not overflow it: an overflowed
+/// queue silently drops handshakes, which clients see as multi-second stalls.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// The accept loop of one listener.
+struct Acceptor {
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    hub: Arc<Hub>,
+    config: Arc<ServerConfig>,
+    admission: Arc<Semaphore>,
+    stop: CancellationToken,
+    done: mpsc::Sender<()>,
+}
+
+impl Acceptor {
+    async fn run(self) {
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let accepted = tokio::select! {
+                r = self.listener.accept() => r,
+                _ = self.stop.cancelled() => return,
+            };
+            let (socket, peer) = match accepted {
+                Ok(pair) => {
+                    backoff = Duration::from_millis(10);
+                    pair
+                }
+                Err(e) => {
+                    // Usually out of file descriptors: wait for some to free
+                    // up rather than spin or die.
+                    error!(error = %e, "accept failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.stop.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            let _ = socket.set_nodelay(true);
+            let done = self.done.clone();
+            match self.admission.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let conn = Connection {
+                        socket,
+                        peer,
+                        permit,
+                        tls: self.tls.clone(),
+                        hub: self.hub.clone(),
+                        config: self.config.clone(),
+                        stop: self.stop.clone(),
+                    };
+                    tokio::spawn(async move {
+                        conn.run().await;
+                        drop(done);
+                    });
+                }
+                Err(_) => {
+                    info!(%peer, "refused: server full");
+                    let plain = self.tls.is_none();
+                    let max = self.config.max_clients;
+                    tokio::spawn(async move {
+                        refuse(socket, plain, max).await;
+                        drop(done);
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Tells a client it cannot be admitted, in plain text where that can be
+/// read, and closes.
+async fn refuse(mut socket: TcpStream, plain: bool, max: usize) {
+    if plain {
+        let line = text::error(&format!(
+            "the server is full ({max} clients); try again later"
+        ));
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            socket.write_all(&line).await?;
+            socket.shutdown().await
+        })
+        .await;
+    }
+}
+
+/// One accepted connection, holding its admission permit for its lifetime.
+struct Connection {
+    socket: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    tls: Option<TlsAcceptor>,
+    hub: Arc<Hub>,
+    config: Arc<ServerConfig>,
+    stop: CancellationToken,
+}
+
+impl Connection {
+    async fn run(self) {
+        let Connection {
+            socket,
+            peer,
+            permit,
+            tls,
+            hub,
+            config,
+            stop,
+        } = self;
+        match tls {
+            None => session::run(socket, peer, hub, config).await,
+            Some(acceptor) => {
+                let handshake =
+                    tokio::time::timeout(config.handshake_timeout(), acceptor.accept(socket));
+                let stream = tokio::select! {
+                    r = handshake => r,
+                    _ = stop.cancelled() => return,
+                };
+                match stream {
+                    Ok(Ok(stream)) => session::run(stream, peer, hub, config).await,
+                    Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => debug!(%peer, "TLS handshake timed out"),
+                }
+            }
+        }
+        drop(permit);
+    }
+}

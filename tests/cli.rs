@@ -1,0 +1,195 @@
+//! The real binary as a user runs it: `gen-cert`, and `serve` stopped by a
+//! signal.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Client;
+
+fn rchat() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rchat"))
+}
+
+#[test]
+fn gen_cert_writes_files_prints_fingerprint_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = rchat()
+        .args(["gen-cert", "--out-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let certs = rchat::cert::load_certs(&dir.path().join("cert.pem")).unwrap();
+    let fp = rchat::cert::fingerprint(certs[0].as_ref());
+    assert!(stdout.contains(&fp), "fingerprint {fp} not in {stdout}");
+    assert!(stdout.contains("localhost, 127.0.0.1, ::1"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "key readable by others");
+    }
+
+    let again = rchat()
+        .args(["gen-cert", "--out-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    let unchanged = rchat::cert::load_certs(&dir.path().join("cert.pem")).unwrap();
+    assert_eq!(unchanged, certs);
+
+    let forced = rchat()
+        .args(["gen-cert", "--force", "--name", "chat.example", "--out-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(forced.status.success());
+    assert!(String::from_utf8_lossy(&forced.stdout).contains("chat.example"));
+    assert_ne!(
+        rchat::cert::load_certs(&dir.path().join("cert.pem")).unwrap(),
+        certs
+    );
+}
+
+/// A spawned server that is killed and reaped if a test fails midway.
+struct Spawned(Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Starts `rchat serve` with `args` and returns it with its stderr.
+fn spawn(args: &[&str]) -> (Spawned, BufReader<std::process::ChildStderr>) {
+    let mut child = Spawned(
+        rchat()
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = BufReader::new(child.0.stderr.take().unwrap());
+    (child, stderr)
+}
+
+/// Starts `rchat serve` on a free port and returns it with its address,
+/// read from the `listening on` log line.
+fn spawn_server(extra: &[&str]) -> (Spawned, SocketAddr, BufReader<std::process::ChildStderr>) {
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let (child, mut stderr) = spawn(&args);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "server exited early"
+        );
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+            return (child, addr, stderr);
+        }
+    }
+}
+
+fn wait_exit(child: &mut Spawned, within: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > within {
+            panic!("server did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(child: &Spawned, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+async fn graceful_shutdown_on(sig: &str) {
+    let (mut child, addr, _stderr) = spawn_server(&[]);
+    let mut a = Client::connect(addr).await;
+    a.greeted().await;
+    let mut b = Client::connect(addr).await;
+    b.greeted().await;
+    b.send("/nick bob").await;
+    a.wait_for("bob", |l| l.ends_with("is now known as bob"))
+        .await;
+    signal(&child, sig);
+    for c in [&mut a, &mut b] {
+        let rest = c.until_eof().await;
+        assert_eq!(
+            rest.last().map(String::as_str),
+            Some("* server shutting down; goodbye"),
+            "{rest:?}"
+        );
+    }
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test]
+async fn sigterm_notifies_clients_closes_and_exits_zero() {
+    graceful_shutdown_on("-TERM").await;
+}
+
+#[tokio::test]
+async fn sigint_notifies_clients_closes_and_exits_zero() {
+    graceful_shutdown_on("-INT").await;
+}
+
+#[test]
+fn warns_when_listening_in_clear_beyond_loopback() {
+    let (mut child, mut stderr) = spawn(&["serve", "--listen", "0.0.0.0:0"]);
+    let mut seen = String::new();
+    let mut line = String::new();
+    while !seen.contains("without TLS") {
+        line.clear();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        seen.push_str(&line);
+    }
+    signal(&child, "-TERM");
+    wait_exit(&mut child, Duration::from_secs(10));
+    assert!(seen.contains("WARNING"), "{seen}");
+}
+
+#[test]
+fn bad_flags_fail_with_a_useful_message() {
+    let out = rchat()
+        .args([
+            "serve",
+            "--tls-cert",
+            "/nonexistent/cert.pem",
+            "--tls-key",
+            "/nonexistent/key.pem",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/cert.pem"), "{err}");
+}
