@@ -4,6 +4,7 @@
 //! line and calls in here.
 
 pub mod cert;
+pub mod client;
 pub mod config;
 pub mod event;
 pub mod names;

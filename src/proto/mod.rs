@@ -4,8 +4,10 @@
 //!
 //! - [`line`] frames a byte stream into bounded lines.
 //! - [`sanitize`] neutralises control characters before text reaches anyone.
+//! - [`json`] is the structured protocol for programs, shared by server and client.
 //! - [`text`] parses the human text protocol's commands and renders events.
 
+pub mod json;
 pub mod line;
 pub mod sanitize;
 pub mod text;

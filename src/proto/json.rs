@@ -1,0 +1,441 @@
+//! The structured protocol: JSON objects, one per line, for programs (the
+//! `rchat connect` client, later a browser). Every message either side can
+//! send is a variant of [`ClientMsg`] or [`ServerMsg`], tagged by `"type"`.
+//! Server and client share this module, so they cannot drift apart.
+//!
+//! A connection selects this protocol by sending a [`ClientMsg::Hello`] as
+//! its very first line; see docs/protocol.md. The encoders here are pure:
+//! they return bytes with the trailing newline, and decoding never panics on
+//! any input.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Event, LeaveReason};
+
+/// Protocol name carried in the hello, so a stray JSON line is not taken as
+/// a request to switch protocols.
+pub const PROTO_NAME: &str = "rchat";
+/// Protocol version this build speaks.
+pub const VERSION: u32 = 1;
+
+/// A request from the client. `id` fields are chosen by the client and
+/// echoed in the matching [`ServerMsg::Ack`] or [`ServerMsg::Error`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMsg {
+    /// First line of a JSON connection.
+    Hello {
+        proto: String,
+        version: u32,
+        /// Nick wanted; a guest nick is kept if absent or refused.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nick: Option<String>,
+        /// Rooms to join at once; `["lobby"]` if absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rooms: Option<Vec<String>>,
+    },
+    Say {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        room: String,
+        text: String,
+        /// A `/me` action rather than a chat line.
+        #[serde(default, skip_serializing_if = "is_false")]
+        action: bool,
+    },
+    Msg {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        to: String,
+        text: String,
+    },
+    Join {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        room: String,
+    },
+    Part {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        room: String,
+    },
+    Nick {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        nick: String,
+    },
+    Rooms {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    Who {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        room: String,
+    },
+    Ping {
+        token: String,
+    },
+    Pong {
+        token: String,
+    },
+    Quit {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Machine-readable error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    LineTooLong,
+    InvalidName,
+    NickInUse,
+    NoSuchNick,
+    NoSuchRoom,
+    NotInRoom,
+    AlreadyInRoom,
+    TooManyRooms,
+    ShuttingDown,
+    UnsupportedVersion,
+    #[serde(other)]
+    Other,
+}
+
+/// Why someone left a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveKind {
+    Part,
+    Quit,
+    Dropped,
+}
+
+/// One room in a room list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    pub name: String,
+    pub members: usize,
+}
+
+/// A message from the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// Answer to the hello: the protocol is now JSON.
+    Welcome {
+        proto: String,
+        version: u32,
+        nick: String,
+        /// Longest chat text accepted, in bytes.
+        max_text: usize,
+        /// Seconds of silence after which the server pings.
+        ping_interval: u64,
+    },
+    /// You are now in `room`; `members` includes you.
+    RoomState {
+        room: String,
+        members: Vec<String>,
+    },
+    Message {
+        room: String,
+        /// Server-assigned id: the message's position in its room.
+        seq: u64,
+        /// Server time, milliseconds since the Unix epoch.
+        ts: u64,
+        from: String,
+        text: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        action: bool,
+    },
+    Private {
+        from: String,
+        to: String,
+        ts: u64,
+        text: String,
+    },
+    Joined {
+        room: String,
+        nick: String,
+    },
+    Left {
+        room: String,
+        nick: String,
+        kind: LeaveKind,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    Renamed {
+        old: String,
+        new: String,
+    },
+    Notice {
+        text: String,
+    },
+    /// A request succeeded. For `say`, `room`/`seq`/`ts` place the message.
+    Ack {
+        id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ts: Option<u64>,
+    },
+    Error {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        code: ErrorCode,
+        message: String,
+    },
+    Rooms {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        rooms: Vec<RoomInfo>,
+    },
+    Who {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        room: String,
+        members: Vec<String>,
+    },
+    Ping {
+        token: String,
+    },
+    Pong {
+        token: String,
+    },
+    /// The server is closing this connection; nothing follows.
+    Bye {
+        reason: String,
+    },
+}
+
+/// Why a line could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("not a valid message: {0}")]
+pub struct DecodeError(#[from] serde_json::Error);
+
+/// Encodes any message as one JSON line ending in `\n`.
+pub fn encode<T: Serialize>(msg: &T) -> Bytes {
+    // Serialising these plain enums cannot fail: no maps with non-string
+    // keys, no custom serialisers.
+    let mut out = serde_json::to_vec(msg).unwrap_or_else(|_| b"{}".to_vec());
+    out.push(b'\n');
+    Bytes::from(out)
+}
+
+pub fn decode_client(line: &[u8]) -> Result<ClientMsg, DecodeError> {
+    Ok(serde_json::from_slice(line)?)
+}
+
+pub fn decode_server(line: &[u8]) -> Result<ServerMsg, DecodeError> {
+    Ok(serde_json::from_slice(line)?)
+}
+
+/// Whether `line` is a hello selecting this protocol. Cheap to call on every
+/// first line: a text user's line almost never starts with `{`.
+pub fn is_hello(line: &[u8]) -> bool {
+    line.first() == Some(&b'{')
+        && matches!(decode_client(line), Ok(ClientMsg::Hello { ref proto, .. }) if proto == PROTO_NAME)
+}
+
+/// The JSON form of a hub event.
+pub fn from_event(event: &Event) -> ServerMsg {
+    match event {
+        Event::Message {
+            room,
+            seq,
+            ts_ms,
+            from,
+            text,
+            action,
+        } => ServerMsg::Message {
+            room: room.to_string(),
+            seq: *seq,
+            ts: *ts_ms,
+            from: from.to_string(),
+            text: text.to_string(),
+            action: *action,
+        },
+        Event::Private {
+            from,
+            to,
+            ts_ms,
+            text,
+        } => ServerMsg::Private {
+            from: from.to_string(),
+            to: to.to_string(),
+            ts: *ts_ms,
+            text: text.to_string(),
+        },
+        Event::Joined { room, nick } => ServerMsg::Joined {
+            room: room.to_string(),
+            nick: nick.to_string(),
+        },
+        Event::Left { room, nick, reason } => {
+            let (kind, reason) = match reason {
+                LeaveReason::Part => (LeaveKind::Part, None),
+                LeaveReason::Quit(r) => (LeaveKind::Quit, r.as_ref().map(|r| r.to_string())),
+                LeaveReason::Dropped(r) => (LeaveKind::Dropped, Some(r.to_string())),
+            };
+            ServerMsg::Left {
+                room: room.to_string(),
+                nick: nick.to_string(),
+                kind,
+                reason,
+            }
+        }
+        Event::Renamed { old, new } => ServerMsg::Renamed {
+            old: old.to_string(),
+            new: new.to_string(),
+        },
+        Event::Notice(text) => ServerMsg::Notice {
+            text: text.to_string(),
+        },
+    }
+}
+
+/// Encoder for [`crate::event::Envelope::encoded`] in the JSON format.
+pub fn render(event: &Event) -> Bytes {
+    encode(&from_event(event))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn opt_id() -> impl Strategy<Value = Option<String>> {
+        proptest::option::of(".{0,12}")
+    }
+
+    fn client_msg() -> impl Strategy<Value = ClientMsg> {
+        prop_oneof![
+            (".*", any::<u32>(), proptest::option::of(".*"), proptest::option::of(proptest::collection::vec(".*", 0..3)))
+                .prop_map(|(proto, version, nick, rooms)| ClientMsg::Hello { proto, version, nick, rooms }),
+            (opt_id(), ".*", ".*", any::<bool>())
+                .prop_map(|(id, room, text, action)| ClientMsg::Say { id, room, text, action }),
+            (opt_id(), ".*", ".*").prop_map(|(id, to, text)| ClientMsg::Msg { id, to, text }),
+            (opt_id(), ".*").prop_map(|(id, room)| ClientMsg::Join { id, room }),
+            (opt_id(), ".*").prop_map(|(id, room)| ClientMsg::Part { id, room }),
+            (opt_id(), ".*").prop_map(|(id, nick)| ClientMsg::Nick { id, nick }),
+            opt_id().prop_map(|id| ClientMsg::Rooms { id }),
+            (opt_id(), ".*").prop_map(|(id, room)| ClientMsg::Who { id, room }),
+            ".*".prop_map(|token| ClientMsg::Ping { token }),
+            ".*".prop_map(|token| ClientMsg::Pong { token }),
+            proptest::option::of(".*").prop_map(|reason| ClientMsg::Quit { reason }),
+        ]
+    }
+
+    fn code() -> impl Strategy<Value = ErrorCode> {
+        prop_oneof![
+            Just(ErrorCode::BadRequest),
+            Just(ErrorCode::LineTooLong),
+            Just(ErrorCode::InvalidName),
+            Just(ErrorCode::NickInUse),
+            Just(ErrorCode::NoSuchNick),
+            Just(ErrorCode::NoSuchRoom),
+            Just(ErrorCode::NotInRoom),
+            Just(ErrorCode::AlreadyInRoom),
+            Just(ErrorCode::TooManyRooms),
+            Just(ErrorCode::ShuttingDown),
+            Just(ErrorCode::UnsupportedVersion),
+            Just(ErrorCode::Other),
+        ]
+    }
+
+    fn server_msg() -> impl Strategy<Value = ServerMsg> {
+        let kind = prop_oneof![Just(LeaveKind::Part), Just(LeaveKind::Quit), Just(LeaveKind::Dropped)];
+        prop_oneof![
+            (".*", any::<u32>(), ".*", any::<usize>(), any::<u64>()).prop_map(
+                |(proto, version, nick, max_text, ping_interval)| ServerMsg::Welcome {
+                    proto, version, nick, max_text, ping_interval
+                }
+            ),
+            (".*", proptest::collection::vec(".*", 0..4))
+                .prop_map(|(room, members)| ServerMsg::RoomState { room, members }),
+            (".*", any::<u64>(), any::<u64>(), ".*", ".*", any::<bool>()).prop_map(
+                |(room, seq, ts, from, text, action)| ServerMsg::Message { room, seq, ts, from, text, action }
+            ),
+            (".*", ".*", any::<u64>(), ".*")
+                .prop_map(|(from, to, ts, text)| ServerMsg::Private { from, to, ts, text }),
+            (".*", ".*").prop_map(|(room, nick)| ServerMsg::Joined { room, nick }),
+            (".*", ".*", kind, proptest::option::of(".*"))
+                .prop_map(|(room, nick, kind, reason)| ServerMsg::Left { room, nick, kind, reason }),
+            (".*", ".*").prop_map(|(old, new)| ServerMsg::Renamed { old, new }),
+            ".*".prop_map(|text| ServerMsg::Notice { text }),
+            (".*", proptest::option::of(".*"), proptest::option::of(any::<u64>()), proptest::option::of(any::<u64>()))
+                .prop_map(|(id, room, seq, ts)| ServerMsg::Ack { id, room, seq, ts }),
+            (opt_id(), code(), ".*").prop_map(|(id, code, message)| ServerMsg::Error { id, code, message }),
+            (opt_id(), proptest::collection::vec((".*", any::<usize>()), 0..3)).prop_map(|(id, rooms)| {
+                ServerMsg::Rooms { id, rooms: rooms.into_iter().map(|(name, members)| RoomInfo { name, members }).collect() }
+            }),
+            (opt_id(), ".*", proptest::collection::vec(".*", 0..3))
+                .prop_map(|(id, room, members)| ServerMsg::Who { id, room, members }),
+            ".*".prop_map(|token| ServerMsg::Ping { token }),
+            ".*".prop_map(|token| ServerMsg::Pong { token }),
+            ".*".prop_map(|reason| ServerMsg::Bye { reason }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn client_messages_round_trip(msg in client_msg()) {
+            let line = encode(&msg);
+            prop_assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+            prop_assert_eq!(decode_client(&line[..line.len() - 1]).unwrap(), msg);
+        }
+
+        #[test]
+        fn server_messages_round_trip(msg in server_msg()) {
+            let line = encode(&msg);
+            prop_assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+            prop_assert_eq!(decode_server(&line[..line.len() - 1]).unwrap(), msg);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_client(&bytes);
+            let _ = decode_server(&bytes);
+            let _ = is_hello(&bytes);
+        }
+
+        #[test]
+        fn json_shaped_garbage_never_panics(s in r#"\{"type":"[a-z_]{0,8}"(,"[a-z]{1,6}":("[^"]{0,5}"|[0-9]{1,25}|null|true|\[\]|\{\}))*\}"#) {
+            let _ = decode_client(s.as_bytes());
+            let _ = decode_server(s.as_bytes());
+        }
+    }
+
+    #[test]
+    fn hello_detection() {
+        assert!(is_hello(br#"{"type":"hello","proto":"rchat","version":1}"#));
+        assert!(!is_hello(br#"{"type":"hello","proto":"other","version":1}"#));
+        assert!(!is_hello(b"hello"));
+        assert!(!is_hello(br#"{"type":"say","room":"x","text":"y"}"#));
+    }
+
+    #[test]
+    fn wire_shape_is_stable() {
+        let line = encode(&ClientMsg::Say {
+            id: Some("c1".into()),
+            room: "lobby".into(),
+            text: "hi".into(),
+            action: false,
+        });
+        assert_eq!(&line[..], b"{\"type\":\"say\",\"id\":\"c1\",\"room\":\"lobby\",\"text\":\"hi\"}\n");
+        let err = decode_server(br#"{"type":"error","code":"something_new","message":"m"}"#).unwrap();
+        assert_eq!(
+            err,
+            ServerMsg::Error { id: None, code: ErrorCode::Other, message: "m".into() }
+        );
+    }
+}
