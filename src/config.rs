@@ -36,6 +36,10 @@ pub struct ServerConfig {
     pub handshake_timeout_secs: u64,
     /// Seconds a closing connection gets to flush its last lines.
     pub close_timeout_secs: u64,
+    /// Seconds of silence from a JSON client before the server pings it.
+    pub ping_interval_secs: u64,
+    /// Seconds a JSON client has to answer a ping before it is dropped.
+    pub ping_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -50,6 +54,8 @@ impl Default for ServerConfig {
             max_rooms_per_member: 32,
             handshake_timeout_secs: 10,
             close_timeout_secs: 3,
+            ping_interval_secs: 30,
+            ping_timeout_secs: 30,
         }
     }
 }
@@ -102,7 +108,14 @@ impl ServerConfig {
         if self.max_sendq < 4 * self.max_line {
             return bad("max-sendq must be at least four times max-line");
         }
-        if self.handshake_timeout_secs == 0 || self.close_timeout_secs == 0 {
+        if [
+            self.handshake_timeout_secs,
+            self.close_timeout_secs,
+            self.ping_interval_secs,
+            self.ping_timeout_secs,
+        ]
+        .contains(&0)
+        {
             return bad("timeouts must be at least 1 second");
         }
         if self.max_rooms_per_member == 0 {
@@ -117,6 +130,14 @@ impl ServerConfig {
 
     pub fn close_timeout(&self) -> Duration {
         Duration::from_secs(self.close_timeout_secs)
+    }
+
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_secs(self.ping_interval_secs)
+    }
+
+    pub fn ping_timeout(&self) -> Duration {
+        Duration::from_secs(self.ping_timeout_secs)
     }
 
     pub fn tls_enabled(&self) -> bool {

@@ -1,1 +1,280 @@
-//! placeholder
+//! Line mode: lines from stdin are sent (commands included), events are
+//! printed as readable lines. For scripts and pipes:
+//! `echo hi | rchat connect --plain --nick bot` sends one line, waits until
+//! the server has acknowledged it, and exits 0.
+
+use std::collections::HashSet;
+use std::io::Write;
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use tokio::sync::mpsc;
+
+use crate::client::conn::{Handle, Status, Update};
+use crate::client::input::{self, Action};
+use crate::proto::json::{ClientMsg, LeaveKind, ServerMsg};
+use crate::proto::sanitize::clean;
+use crate::proto::text::HELP;
+
+/// Colours for nicks, chosen by a stable hash so a nick keeps its colour.
+const PALETTE: &[u8] = &[31, 32, 33, 34, 35, 36, 91, 92, 93, 94, 95, 96];
+
+/// Formats events for a terminal or a pipe.
+pub struct Printer {
+    pub color: bool,
+}
+
+impl Printer {
+    fn nick(&self, nick: &str) -> String {
+        let nick = clean(nick);
+        if !self.color {
+            return nick.into_owned();
+        }
+        let hash = nick
+            .bytes()
+            .fold(0x811c9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193));
+        let code = PALETTE[hash as usize % PALETTE.len()];
+        format!("\x1b[{code}m{nick}\x1b[0m")
+    }
+
+    fn dim(&self, text: &str) -> String {
+        if self.color {
+            format!("\x1b[2m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+
+    /// One readable line for a server message, or None if it is not worth
+    /// showing (acks, keepalives).
+    pub fn line(&self, msg: &ServerMsg) -> Option<String> {
+        let line = match msg {
+            ServerMsg::Welcome { nick, .. } => format!("* connected as {}", self.nick(nick)),
+            ServerMsg::RoomState { room, members } => {
+                let names: Vec<String> = members.iter().map(|m| clean(m).into_owned()).collect();
+                format!(
+                    "* you are now in {} ({}: {})",
+                    clean(room),
+                    names.len(),
+                    names.join(", ")
+                )
+            }
+            ServerMsg::Message {
+                ts,
+                from,
+                text,
+                action,
+                ..
+            } => {
+                let time = self.dim(&clock(*ts));
+                if *action {
+                    format!("{time} * {} {}", self.nick(from), clean(text))
+                } else {
+                    format!("{time} {}> {}", self.nick(from), clean(text))
+                }
+            }
+            ServerMsg::Private { ts, from, text, .. } => format!(
+                "{} [private] {}> {}",
+                self.dim(&clock(*ts)),
+                self.nick(from),
+                clean(text)
+            ),
+            ServerMsg::Joined { room, nick } => {
+                format!("* {} joined {}", self.nick(nick), clean(room))
+            }
+            ServerMsg::Left {
+                room,
+                nick,
+                kind,
+                reason,
+            } => {
+                let why = reason
+                    .as_deref()
+                    .map(|r| format!(" ({})", clean(r)))
+                    .unwrap_or_default();
+                match kind {
+                    LeaveKind::Part => format!("* {} left {}{why}", self.nick(nick), clean(room)),
+                    LeaveKind::Quit => format!("* {} quit{why}", self.nick(nick)),
+                    LeaveKind::Dropped => format!("* {} was disconnected{why}", self.nick(nick)),
+                }
+            }
+            ServerMsg::Renamed { old, new } => {
+                format!("* {} is now known as {}", self.nick(old), self.nick(new))
+            }
+            ServerMsg::Notice { text } => format!("* {}", clean(text)),
+            ServerMsg::Error { message, .. } => format!("* error: {}", clean(message)),
+            ServerMsg::Rooms { rooms, .. } => {
+                let list: Vec<String> = rooms
+                    .iter()
+                    .map(|r| format!("{} ({})", clean(&r.name), r.members))
+                    .collect();
+                format!("* rooms: {}", list.join(", "))
+            }
+            ServerMsg::Who { room, members, .. } => {
+                let names: Vec<String> = members.iter().map(|m| clean(m).into_owned()).collect();
+                format!("* {} ({}): {}", clean(room), names.len(), names.join(", "))
+            }
+            ServerMsg::Bye { reason } => format!("* {}", clean(reason)),
+            ServerMsg::Ack { .. } | ServerMsg::Ping { .. } | ServerMsg::Pong { .. } => {
+                return None
+            }
+        };
+        Some(line)
+    }
+}
+
+/// `HH:MM` (UTC) from milliseconds since the epoch.
+pub fn clock(ts_ms: u64) -> String {
+    let mins = ts_ms / 60_000;
+    format!("{:02}:{:02}", (mins / 60) % 24, mins % 60)
+}
+
+/// Runs line mode until stdin ends and everything sent was answered, the
+/// user quits, or the connection is gone for good. Returns the exit code:
+/// 0 if every request was acknowledged, 1 otherwise.
+pub async fn run<R, W>(
+    handle: Handle,
+    mut updates: mpsc::Receiver<Update>,
+    stdin: R,
+    mut out: W,
+    printer: Printer,
+) -> i32
+where
+    R: AsyncBufRead + Unpin,
+    W: Write,
+{
+    let mut lines = stdin.lines();
+    let mut room: Option<String> = None;
+    let mut next_id = 0u64;
+    let mut outstanding: HashSet<String> = HashSet::new();
+    let mut failed = false;
+    let mut stdin_open = true;
+    let mut quitting = false;
+    loop {
+        // Lines are read only once we know which room chat goes to.
+        let can_read = stdin_open && !quitting && room.is_some();
+        if !stdin_open && !quitting && outstanding.is_empty() && room.is_some() {
+            quitting = true;
+            if handle.send(ClientMsg::Quit { reason: None }).await.is_err() {
+                break;
+            }
+        }
+        tokio::select! {
+            line = lines.next_line(), if can_read => match line {
+                Ok(Some(line)) => match input::parse(&line, room.as_deref(), &mut next_id) {
+                    Action::None => {}
+                    Action::Send(msg) => {
+                        if let Some(id) = request_id(&msg) {
+                            outstanding.insert(id);
+                        }
+                        if handle.send(msg).await.is_err() {
+                            break;
+                        }
+                    }
+                    Action::Help => {
+                        for h in HELP {
+                            let _ = writeln!(out, "* {h}");
+                        }
+                    }
+                    Action::Quit(reason) => {
+                        quitting = true;
+                        if handle.send(ClientMsg::Quit { reason }).await.is_err() {
+                            break;
+                        }
+                    }
+                    Action::Error(e) => {
+                        failed = true;
+                        let _ = writeln!(out, "* error: {e}");
+                    }
+                },
+                Ok(None) | Err(_) => stdin_open = false,
+            },
+            update = updates.recv() => {
+                let Some(update) = update else { break };
+                match update {
+                    Update::Msg(msg) => {
+                        match &msg {
+                            ServerMsg::RoomState { room: r, .. } => room = Some(r.clone()),
+                            ServerMsg::Ack { id, .. } => {
+                                outstanding.remove(id);
+                            }
+                            ServerMsg::Error { id: Some(id), .. } => {
+                                if outstanding.remove(id) {
+                                    failed = true;
+                                }
+                            }
+                            _ => {}
+                        }
+                        if let Some(line) = printer.line(&msg) {
+                            let _ = writeln!(out, "{line}");
+                        }
+                    }
+                    Update::Status(Status::Lost { reason, retry_in }) => {
+                        match retry_in {
+                            Some(d) => eprintln!(
+                                "* connection lost: {}; retrying in {:.1}s",
+                                clean(&reason),
+                                d.as_secs_f32()
+                            ),
+                            None => {
+                                eprintln!("* connection lost: {}", clean(&reason));
+                                if !quitting {
+                                    failed = true;
+                                }
+                            }
+                        }
+                    }
+                    Update::Status(_) => {}
+                }
+                let _ = out.flush();
+            }
+        }
+    }
+    let _ = out.flush();
+    if failed || !outstanding.is_empty() {
+        1
+    } else {
+        0
+    }
+}
+
+fn request_id(msg: &ClientMsg) -> Option<String> {
+    match msg {
+        ClientMsg::Say { id, .. }
+        | ClientMsg::Msg { id, .. }
+        | ClientMsg::Join { id, .. }
+        | ClientMsg::Part { id, .. }
+        | ClientMsg::Nick { id, .. }
+        | ClientMsg::Rooms { id }
+        | ClientMsg::Who { id, .. } => id.clone(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_sanitised_and_plain_without_colour() {
+        let p = Printer { color: false };
+        let msg = ServerMsg::Message {
+            room: "lobby".into(),
+            seq: 1,
+            ts: 3_600_000 + 5 * 60_000,
+            from: "ali\x1b[31mce".into(),
+            text: "hi\x1b]0;x\x07 there".into(),
+            action: false,
+        };
+        assert_eq!(p.line(&msg).unwrap(), "01:05 alice> hi there");
+        assert!(p
+            .line(&ServerMsg::Ack { id: "c1".into(), room: None, seq: None, ts: None })
+            .is_none());
+    }
+
+    #[test]
+    fn colour_is_stable_per_nick() {
+        let p = Printer { color: true };
+        assert_eq!(p.nick("bob"), p.nick("bob"));
+        assert!(p.nick("bob").starts_with("\x1b["));
+    }
+}

@@ -45,6 +45,14 @@ impl LineCodec {
     pub fn max_line(&self) -> usize {
         self.max_line
     }
+
+    /// Changes the bound for lines not yet started, once the protocol (and
+    /// with it the right limit) is known.
+    pub fn set_max_line(&mut self, max_line: usize) {
+        self.max_line = max_line;
+        // Rescan any partial line under the new bound.
+        self.scanned = 0;
+    }
 }
 
 impl Decoder for LineCodec {

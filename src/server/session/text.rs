@@ -1,5 +1,5 @@
-//! One text-protocol connection: a reader that turns lines into hub calls,
-//! and a writer task that drains the member's outbox onto the socket.
+//! The text protocol's side of a session: lines typed by a person become hub
+//! calls, and hub answers become `* ` lines.
 //!
 //! The session owns the translation between wire and hub and nothing else:
 //! it keeps the connection's current room (the text protocol has one), and
@@ -8,36 +8,36 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio_util::codec::FramedRead;
+use tokio::io::AsyncWrite;
 use tracing::{debug, info};
 
+use super::{io_reason, refuse, write_loop, Frames};
 use crate::config::ServerConfig;
-use crate::event::{Event, Format, LeaveReason};
+use crate::event::{Format, LeaveReason};
 use crate::names::{key_of, RoomName};
-use crate::proto::line::{Frame, LineCodec};
+use crate::proto::json;
+use crate::proto::line::Frame;
 use crate::proto::sanitize;
 use crate::proto::text::{self, Command, Input};
 use crate::server::hub::{Hub, HubError, Joined, MemberId};
-use crate::server::outbox::{Drain, Outbox, Outgoing};
+use crate::server::outbox::{Outbox, Outgoing};
 
-/// Read buffer a connection starts with; it grows only while lines are long.
-const INITIAL_READ_BUFFER: usize = 4096;
-/// A write buffer larger than this is freed after use, so a burst does not
-/// leave an idle connection holding its peak size.
-const KEEP_WRITE_BUFFER: usize = 16 * 1024;
-
-/// Runs a text session on `stream` until the client leaves, is dropped, or
-/// the server shuts down.
-pub async fn run<S>(stream: S, peer: SocketAddr, hub: Arc<Hub>, config: Arc<ServerConfig>)
-where
-    S: AsyncRead + AsyncWrite + Send + 'static,
+/// Runs a text session after protocol detection. `first` is a frame the
+/// detector already read, handled before anything else from the client.
+pub(super) async fn serve<W>(
+    mut frames: Frames,
+    first: Option<Frame>,
+    mut writer: W,
+    peer: SocketAddr,
+    hub: Arc<Hub>,
+    config: Arc<ServerConfig>,
+) where
+    W: AsyncWrite + Send + Unpin + 'static,
 {
-    let (reader, mut writer) = tokio::io::split(stream);
+    frames.decoder_mut().set_max_line(config.max_line);
     let outbox = Outbox::new(config.max_sendq);
     let welcome = |nick: &crate::names::Nick| {
         Outgoing::Raw(text::notice(&format!(
@@ -47,12 +47,7 @@ where
     let (id, nick) = match hub.connect(outbox.clone(), welcome) {
         Ok(registered) => registered,
         Err(e) => {
-            let line = text::error(&e.to_string());
-            let _ = tokio::time::timeout(config.close_timeout(), async {
-                writer.write_all(&line).await?;
-                writer.shutdown().await
-            })
-            .await;
+            refuse(&mut writer, &text::error(&e.to_string()), config.close_timeout()).await;
             return;
         }
     };
@@ -72,7 +67,7 @@ where
         room: None,
     };
     session.join(RoomName::lobby().as_str());
-    session.read_loop(reader, config.max_line).await;
+    session.read_loop(frames, first, config.max_line).await;
     // The writer ends on its own once the outbox is closed or aborted.
     let _ = write_task.await;
     debug!(%peer, "connection closed");
@@ -92,12 +87,15 @@ enum Flow {
 }
 
 impl TextSession {
-    async fn read_loop<R: AsyncRead>(&mut self, reader: R, max_line: usize) {
-        let frames =
-            FramedRead::with_capacity(reader, LineCodec::new(max_line), INITIAL_READ_BUFFER);
-        futures::pin_mut!(frames);
+    async fn read_loop(&mut self, mut frames: Frames, mut first: Option<Frame>, max_line: usize) {
         let outbox = self.outbox.clone();
         loop {
+            if let Some(frame) = first.take() {
+                if let Flow::Quit = self.frame(frame, max_line) {
+                    return;
+                }
+                continue;
+            }
             let frame = tokio::select! {
                 frame = frames.next() => frame,
                 // Closed by the hub (shutdown, eviction) or a failed write.
@@ -115,15 +113,35 @@ impl TextSession {
                     self.leave(LeaveReason::Dropped(io_reason(&e).into()));
                     return;
                 }
-                Some(Ok(Frame::TooLong)) => self.error(&format!(
-                    "line too long (the limit is {max_line} bytes); it was not sent"
-                )),
-                Some(Ok(Frame::Line(bytes))) => {
-                    if let Flow::Quit = self.handle(&bytes) {
+                Some(Ok(frame)) => {
+                    if let Flow::Quit = self.frame(frame, max_line) {
                         return;
                     }
                 }
             }
+        }
+    }
+
+    fn frame(&mut self, frame: Frame, max_line: usize) -> Flow {
+        match frame {
+            Frame::TooLong => {
+                self.error(&format!(
+                    "line too long (the limit is {max_line} bytes); it was not sent"
+                ));
+                Flow::Continue
+            }
+            Frame::Line(bytes) if bytes.len() > max_line => {
+                // Read while detecting the protocol, under the larger limit.
+                self.error(&format!(
+                    "line too long (the limit is {max_line} bytes); it was not sent"
+                ));
+                Flow::Continue
+            }
+            Frame::Line(bytes) if json::is_hello(&bytes) => {
+                self.error("a JSON hello must be the first line, sent as soon as you connect");
+                Flow::Continue
+            }
+            Frame::Line(bytes) => self.handle(&bytes),
         }
     }
 
@@ -243,72 +261,3 @@ impl TextSession {
     }
 }
 
-fn io_reason(e: &std::io::Error) -> &'static str {
-    use std::io::ErrorKind::*;
-    match e.kind() {
-        ConnectionReset | ConnectionAborted | BrokenPipe => "connection reset",
-        TimedOut => "connection timed out",
-        _ => "connection error",
-    }
-}
-
-/// Drains an outbox onto a socket: each batch is copied into one buffer and
-/// written with one call, so a busy member costs one syscall per batch, not
-/// per message. Ends when the outbox is aborted (at once) or closed (after a
-/// flush bounded by `close_timeout`).
-pub async fn write_loop<W>(
-    mut writer: W,
-    outbox: Arc<Outbox>,
-    format: Format,
-    encode: fn(&Event) -> Bytes,
-    close_timeout: Duration,
-) where
-    W: AsyncWrite + Unpin,
-{
-    let mut batch = Vec::new();
-    let mut buf = BytesMut::new();
-    loop {
-        let drain = outbox.drain(&mut batch).await;
-        if drain == Drain::Abort {
-            return;
-        }
-        let mut cost = 0;
-        for item in batch.drain(..) {
-            cost += item.cost();
-            buf.extend_from_slice(&item.bytes(format, encode));
-        }
-        let written = match drain {
-            Drain::More => tokio::select! {
-                r = write_all(&mut writer, &buf) => r,
-                _ = outbox.aborted() => return,
-            },
-            _ => {
-                let _ = tokio::time::timeout(close_timeout, async {
-                    write_all(&mut writer, &buf).await?;
-                    writer.shutdown().await
-                })
-                .await;
-                return;
-            }
-        };
-        outbox.release(cost);
-        if buf.capacity() > KEEP_WRITE_BUFFER {
-            buf = BytesMut::new();
-        } else {
-            buf.clear();
-        }
-        if written.is_err() {
-            // The reader sees the outbox end and reports the member gone.
-            outbox.abort();
-            return;
-        }
-    }
-}
-
-async fn write_all<W: AsyncWrite + Unpin>(writer: &mut W, buf: &[u8]) -> std::io::Result<()> {
-    if buf.is_empty() {
-        return Ok(());
-    }
-    writer.write_all(buf).await?;
-    writer.flush().await
-}

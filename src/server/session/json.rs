@@ -1,0 +1,336 @@
+//! The JSON protocol's side of a session: typed requests become hub calls,
+//! every request with an `id` gets an `ack` or an `error` carrying it, and a
+//! silent client is pinged and, if it stays silent, dropped.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::io::AsyncWrite;
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use super::{io_reason, refuse, write_loop, Frames};
+use crate::config::ServerConfig;
+use crate::event::{Format, LeaveReason};
+use crate::proto::json::{self as wire, ClientMsg, ErrorCode, RoomInfo, ServerMsg};
+use crate::proto::line::Frame;
+use crate::proto::sanitize;
+use crate::server::hub::{Hub, HubError, Joined, MemberId};
+use crate::server::outbox::{Outbox, Outgoing};
+
+fn out(msg: &ServerMsg) -> Outgoing {
+    Outgoing::Raw(wire::encode(msg))
+}
+
+fn code_of(e: &HubError) -> ErrorCode {
+    match e {
+        HubError::InvalidName(_) => ErrorCode::InvalidName,
+        HubError::NickInUse(_) => ErrorCode::NickInUse,
+        HubError::NoSuchNick(_) => ErrorCode::NoSuchNick,
+        HubError::NoSuchRoom(_) => ErrorCode::NoSuchRoom,
+        HubError::NotInRoom(_) => ErrorCode::NotInRoom,
+        HubError::AlreadyInRoom(_) => ErrorCode::AlreadyInRoom,
+        HubError::TooManyRooms(_) => ErrorCode::TooManyRooms,
+        HubError::ShuttingDown | HubError::Gone => ErrorCode::ShuttingDown,
+    }
+}
+
+fn room_state(joined: &Joined) -> Outgoing {
+    out(&ServerMsg::RoomState {
+        room: joined.room.to_string(),
+        members: joined.members.iter().map(|n| n.to_string()).collect(),
+    })
+}
+
+/// Runs a JSON session whose hello line has been read.
+pub(super) async fn serve<W>(
+    frames: Frames,
+    hello: Bytes,
+    mut writer: W,
+    peer: SocketAddr,
+    hub: Arc<Hub>,
+    config: Arc<ServerConfig>,
+) where
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    let Ok(ClientMsg::Hello {
+        version,
+        nick: wanted_nick,
+        rooms,
+        ..
+    }) = wire::decode_client(&hello)
+    else {
+        return;
+    };
+    if version != wire::VERSION {
+        let err = wire::encode(&ServerMsg::Error {
+            id: None,
+            code: ErrorCode::UnsupportedVersion,
+            message: format!(
+                "this server speaks version {} of the JSON protocol, not {version}",
+                wire::VERSION
+            ),
+        });
+        refuse(&mut writer, &err, config.close_timeout()).await;
+        return;
+    }
+    let outbox = Outbox::new(config.max_sendq);
+    let max_text = config.max_line;
+    let ping_interval = config.ping_interval_secs;
+    let welcome = |nick: &crate::names::Nick| {
+        out(&ServerMsg::Welcome {
+            proto: wire::PROTO_NAME.to_string(),
+            version: wire::VERSION,
+            nick: nick.to_string(),
+            max_text,
+            ping_interval,
+        })
+    };
+    let (id, nick) = match hub.connect(outbox.clone(), welcome) {
+        Ok(registered) => registered,
+        Err(e) => {
+            let err = wire::encode(&ServerMsg::Error {
+                id: None,
+                code: code_of(&e),
+                message: e.to_string(),
+            });
+            refuse(&mut writer, &err, config.close_timeout()).await;
+            return;
+        }
+    };
+    info!(%peer, nick = %nick, proto = "json", "connected");
+    let write_task = tokio::spawn(write_loop(
+        writer,
+        outbox.clone(),
+        Format::Json,
+        wire::render,
+        config.close_timeout(),
+    ));
+    let mut session = JsonSession {
+        id,
+        hub,
+        outbox,
+        config,
+    };
+    // Restore what the client asks for: its nick first, so the rooms see
+    // it join under that name.
+    if let Some(n) = wanted_nick {
+        session.nick(None, &n);
+    }
+    let rooms = rooms.unwrap_or_else(|| vec!["lobby".to_string()]);
+    for room in rooms {
+        session.join(None, &room);
+    }
+    session.read_loop(frames).await;
+    let _ = write_task.await;
+    debug!(%peer, "connection closed");
+}
+
+struct JsonSession {
+    id: MemberId,
+    hub: Arc<Hub>,
+    outbox: Arc<Outbox>,
+    config: Arc<ServerConfig>,
+}
+
+enum Flow {
+    Continue,
+    Quit,
+}
+
+impl JsonSession {
+    async fn read_loop(&mut self, mut frames: Frames) {
+        frames.decoder_mut().set_max_line(super::json_frame_limit(self.config.max_line));
+        let outbox = self.outbox.clone();
+        let mut deadline = Instant::now() + self.config.ping_interval();
+        let mut awaiting_pong = false;
+        let mut pings = 0u64;
+        loop {
+            let frame = tokio::select! {
+                frame = frames.next() => frame,
+                _ = outbox.ended() => {
+                    self.leave(LeaveReason::Dropped("connection lost".into()));
+                    return;
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    if awaiting_pong {
+                        self.send(&ServerMsg::Bye { reason: "ping timeout".into() });
+                        self.leave(LeaveReason::Dropped("ping timeout".into()));
+                        return;
+                    }
+                    pings += 1;
+                    self.send(&ServerMsg::Ping { token: format!("s{pings}") });
+                    awaiting_pong = true;
+                    deadline = Instant::now() + self.config.ping_timeout();
+                    continue;
+                }
+            };
+            // Any input proves the client is alive.
+            awaiting_pong = false;
+            deadline = Instant::now() + self.config.ping_interval();
+            match frame {
+                None => {
+                    self.leave(LeaveReason::Dropped("connection closed".into()));
+                    return;
+                }
+                Some(Err(e)) => {
+                    self.leave(LeaveReason::Dropped(io_reason(&e).into()));
+                    return;
+                }
+                Some(Ok(Frame::TooLong)) => self.error(
+                    None,
+                    ErrorCode::LineTooLong,
+                    "message too long; it was discarded".into(),
+                ),
+                Some(Ok(Frame::Line(line))) => match wire::decode_client(&line) {
+                    Ok(msg) => {
+                        if let Flow::Quit = self.request(msg) {
+                            return;
+                        }
+                    }
+                    Err(e) => self.error(None, ErrorCode::BadRequest, e.to_string()),
+                },
+            }
+        }
+    }
+
+    fn request(&mut self, msg: ClientMsg) -> Flow {
+        match msg {
+            ClientMsg::Hello { .. } => {
+                self.error(None, ErrorCode::BadRequest, "already said hello".into())
+            }
+            ClientMsg::Say {
+                id,
+                room,
+                text,
+                action,
+            } => {
+                let Some(text) = self.clean_text(&id, &text) else {
+                    return Flow::Continue;
+                };
+                match self.hub.say(self.id, &room, &text, action) {
+                    Ok(posted) => {
+                        if let Some(id) = id {
+                            self.send(&ServerMsg::Ack {
+                                id,
+                                room: Some(room),
+                                seq: Some(posted.seq),
+                                ts: Some(posted.ts_ms),
+                            });
+                        }
+                    }
+                    Err(e) => self.hub_error(id, &e),
+                }
+            }
+            ClientMsg::Msg { id, to, text } => {
+                let Some(text) = self.clean_text(&id, &text) else {
+                    return Flow::Continue;
+                };
+                let result = self.hub.private(self.id, &to, &text).map(|_| ());
+                self.reply(id, result);
+            }
+            ClientMsg::Join { id, room } => self.join(id, &room),
+            ClientMsg::Part { id, room } => {
+                let result = self.hub.part(self.id, &room);
+                self.reply(id, result);
+            }
+            ClientMsg::Nick { id, nick } => self.nick(id, &nick),
+            ClientMsg::Rooms { id } => {
+                let rooms = self
+                    .hub
+                    .rooms()
+                    .into_iter()
+                    .map(|(name, members)| RoomInfo {
+                        name: name.to_string(),
+                        members,
+                    })
+                    .collect();
+                self.send(&ServerMsg::Rooms { id, rooms });
+            }
+            ClientMsg::Who { id, room } => match self.hub.who(&room) {
+                Ok((room, members)) => self.send(&ServerMsg::Who {
+                    id,
+                    room: room.to_string(),
+                    members: members.iter().map(|n| n.to_string()).collect(),
+                }),
+                Err(e) => self.hub_error(id, &e),
+            },
+            ClientMsg::Ping { token } => self.send(&ServerMsg::Pong { token }),
+            ClientMsg::Pong { .. } => {}
+            ClientMsg::Quit { reason } => {
+                let reason = reason
+                    .map(|r| sanitize::clean(&r).into_owned())
+                    .filter(|r| !r.trim().is_empty());
+                self.send(&ServerMsg::Bye {
+                    reason: "goodbye".into(),
+                });
+                self.leave(LeaveReason::Quit(reason.map(Into::into)));
+                return Flow::Quit;
+            }
+        }
+        Flow::Continue
+    }
+
+    fn join(&mut self, id: Option<String>, room: &str) {
+        let result = self.hub.join(self.id, room, room_state).map(|_| ());
+        self.reply(id, result);
+    }
+
+    fn nick(&mut self, id: Option<String>, nick: &str) {
+        let result = self.hub.rename(self.id, nick).map(|_| ());
+        self.reply(id, result);
+    }
+
+    /// Sanitises chat text and enforces the length limit, answering with an
+    /// error when the text cannot be sent.
+    fn clean_text(&self, id: &Option<String>, text: &str) -> Option<String> {
+        let text = sanitize::clean(text);
+        if text.trim().is_empty() {
+            self.error(id.clone(), ErrorCode::BadRequest, "empty message".into());
+            return None;
+        }
+        if text.len() > self.config.max_line {
+            self.error(
+                id.clone(),
+                ErrorCode::LineTooLong,
+                format!("message longer than {} bytes", self.config.max_line),
+            );
+            return None;
+        }
+        Some(text.into_owned())
+    }
+
+    fn reply(&self, id: Option<String>, result: Result<(), HubError>) {
+        match result {
+            Ok(()) => {
+                if let Some(id) = id {
+                    self.send(&ServerMsg::Ack {
+                        id,
+                        room: None,
+                        seq: None,
+                        ts: None,
+                    });
+                }
+            }
+            Err(e) => self.hub_error(id, &e),
+        }
+    }
+
+    fn hub_error(&self, id: Option<String>, e: &HubError) {
+        self.error(id, code_of(e), e.to_string());
+    }
+
+    fn error(&self, id: Option<String>, code: ErrorCode, message: String) {
+        self.send(&ServerMsg::Error { id, code, message });
+    }
+
+    fn send(&self, msg: &ServerMsg) {
+        self.outbox.push(out(msg));
+    }
+
+    fn leave(&mut self, reason: LeaveReason) {
+        self.hub.disconnect(self.id, reason);
+    }
+}
