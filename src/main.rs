@@ -27,8 +27,44 @@ struct Cli {
 enum Command {
     /// Run the chat server.
     Serve(ServeArgs),
+    /// Join a server: full-screen on a terminal, line mode otherwise.
+    Connect(ConnectArgs),
     /// Write a self-signed certificate and key for `serve --tls-cert/--tls-key`.
     GenCert(GenCertArgs),
+}
+
+#[derive(Args)]
+struct ConnectArgs {
+    /// Server address, HOST:PORT.
+    #[arg(default_value = rchat::config::DEFAULT_LISTEN)]
+    addr: String,
+    /// Nickname to use (and to restore after a reconnect).
+    #[arg(long)]
+    nick: Option<String>,
+    /// Room to start in. [default: lobby]
+    #[arg(long)]
+    room: Option<String>,
+    /// Connect over TLS, verifying the server (system roots, --ca, or a
+    /// fingerprint remembered on first use).
+    #[arg(long)]
+    tls: bool,
+    /// Trust only this CA (or the server's own self-signed cert.pem). Implies --tls.
+    #[arg(long, value_name = "PEM")]
+    ca: Option<PathBuf>,
+    /// Trust the server whose certificate has this SHA-256 fingerprint, and
+    /// remember it. Implies --tls.
+    #[arg(long, value_name = "SHA256", conflicts_with = "insecure")]
+    trust: Option<String>,
+    /// Do not verify the server's certificate at all (warns every time). Implies --tls.
+    #[arg(long)]
+    insecure: bool,
+    /// Line mode: read stdin, print events to stdout (automatic when stdin or
+    /// stdout is not a terminal).
+    #[arg(long)]
+    plain: bool,
+    /// Exit when the connection is lost instead of reconnecting.
+    #[arg(long)]
+    no_reconnect: bool,
 }
 
 #[derive(Args)]
@@ -86,10 +122,12 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Connect(args) => connect(args),
         Command::GenCert(args) => gen_cert(args),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(0) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             // The library's messages already name their cause; print the
             // chain on one line, without a backtrace.
@@ -99,7 +137,26 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
+fn connect(args: ConnectArgs) -> anyhow::Result<u8> {
+    let config = rchat::client::app::ConnectConfig {
+        addr: args.addr,
+        nick: args.nick,
+        room: args.room,
+        tls: args.tls,
+        ca: args.ca,
+        trust: args.trust,
+        insecure: args.insecure,
+        plain: args.plain,
+        reconnect: !args.no_reconnect,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let code = runtime.block_on(rchat::client::app::run(config))?;
+    // Stdin reads may still be parked in a blocking thread; don't wait.
+    runtime.shutdown_background();
+    Ok(code.clamp(0, 255) as u8)
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<u8> {
     let mut config = match &args.config {
         Some(path) => ServerConfig::from_file(path)?,
         None => ServerConfig::default(),
@@ -128,7 +185,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         let server = Server::bind(config).await?;
         server.run(shutdown_signal()).await;
-        anyhow::Ok(())
+        anyhow::Ok(0)
     })
 }
 
@@ -163,7 +220,7 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-fn gen_cert(args: GenCertArgs) -> anyhow::Result<()> {
+fn gen_cert(args: GenCertArgs) -> anyhow::Result<u8> {
     let names: Vec<String> = if args.names.is_empty() {
         cert::DEFAULT_NAMES.iter().map(|s| s.to_string()).collect()
     } else {
@@ -178,5 +235,5 @@ fn gen_cert(args: GenCertArgs) -> anyhow::Result<()> {
         "SHA-256 fingerprint: {}",
         cert::fingerprint(&generated.cert_der)
     );
-    Ok(())
+    Ok(0)
 }

@@ -3,6 +3,7 @@
 //! model ([`view`]), a line mode for scripts ([`plain`]), what typed lines
 //! mean ([`input`]), and whom to trust over TLS ([`trust`]).
 
+pub mod app;
 pub mod conn;
 pub mod input;
 pub mod plain;

@@ -194,7 +194,9 @@ where
                     Update::Msg(msg) => {
                         match &msg {
                             ServerMsg::RoomState { room: r, .. } => room = Some(r.clone()),
-                            ServerMsg::Ack { id, .. } => {
+                            ServerMsg::Ack { id, .. }
+                            | ServerMsg::Rooms { id: Some(id), .. }
+                            | ServerMsg::Who { id: Some(id), .. } => {
                                 outstanding.remove(id);
                             }
                             ServerMsg::Error { id: Some(id), .. } => {

@@ -1,0 +1,198 @@
+//! `rchat connect` from parsed flags to a running client: settles TLS trust
+//! (asking on first use), then runs the TUI or line mode.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::client::conn::{self, Options};
+use crate::client::plain::{self, Printer};
+use crate::client::trust::{self, KnownHosts, TrustError, TrustMode};
+
+/// Everything `rchat connect` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ConnectConfig {
+    pub addr: String,
+    pub nick: Option<String>,
+    pub room: Option<String>,
+    /// TLS requested (also implied by `ca`, `trust` and `insecure`).
+    pub tls: bool,
+    pub ca: Option<PathBuf>,
+    pub trust: Option<String>,
+    pub insecure: bool,
+    /// Line mode even on a terminal.
+    pub plain: bool,
+    pub reconnect: bool,
+}
+
+/// Why the client could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    #[error("the certificate of {0} was not trusted; not connecting")]
+    Declined(String),
+    #[error("cannot remember the fingerprint in {path}: {cause}")]
+    Remember {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How long the first TLS probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the client to completion; returns the process exit code.
+pub async fn run(cfg: ConnectConfig) -> Result<i32, AppError> {
+    let tls = if cfg.tls || cfg.ca.is_some() || cfg.trust.is_some() || cfg.insecure {
+        Some(settle_trust(&cfg).await?)
+    } else {
+        None
+    };
+    let tls_on = tls.is_some();
+    let (handle, updates) = conn::start(Options {
+        addr: cfg.addr.clone(),
+        nick: cfg.nick.clone(),
+        room: cfg.room.clone(),
+        tls,
+        reconnect: cfg.reconnect,
+    });
+    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    if interactive && !cfg.plain {
+        // TUI_HOOKUP: replaced once the TUI lands.
+        let _ = tls_on;
+        let color = std::env::var_os("NO_COLOR").is_none();
+        let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+        Ok(plain::run(handle, updates, stdin, std::io::stdout(), Printer { color }).await)
+    } else {
+        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+        Ok(plain::run(handle, updates, stdin, std::io::stdout(), Printer { color }).await)
+    }
+}
+
+/// Decides whom to trust, asking the user on first use when it can, and
+/// returns the TLS settings to connect with.
+async fn settle_trust(cfg: &ConnectConfig) -> Result<Arc<rustls::ClientConfig>, AppError> {
+    let mode = if cfg.insecure {
+        eprintln!("{}", trust::insecure_warning());
+        TrustMode::Insecure
+    } else if let Some(ca) = &cfg.ca {
+        TrustMode::Ca(ca.clone())
+    } else {
+        TrustMode::System
+    };
+    let mut known = KnownHosts::load_default()?;
+    let host_port = cfg.addr.as_str();
+    let pinned = cfg.trust.as_deref();
+    loop {
+        let (config, seen) = trust::client_config(&mode, host_port, pinned, &known)?;
+        if mode == TrustMode::Insecure {
+            return Ok(config);
+        }
+        match probe(host_port, config.clone()).await {
+            // Unreachable now: let the connection loop report and retry.
+            Probe::Unreachable => return Ok(config),
+            Probe::Ok => {
+                if let (Some(_), Some(fp)) = (pinned, seen.lock().ok().and_then(|s| s.clone())) {
+                    if known.get(host_port) != Some(fp.as_str()) {
+                        remember(&mut known, host_port, &fp)?;
+                    }
+                }
+                return Ok(config);
+            }
+            Probe::Rejected(TrustError::Unknown { fingerprint, .. })
+                if pinned.is_none()
+                    && std::io::stdin().is_terminal()
+                    && std::io::stderr().is_terminal() =>
+            {
+                let yes = trust::ask_to_trust(
+                    host_port,
+                    &fingerprint,
+                    std::io::stdin().lock(),
+                    std::io::stderr(),
+                )?;
+                if !yes {
+                    return Err(AppError::Declined(host_port.to_string()));
+                }
+                remember(&mut known, host_port, &fingerprint)?;
+            }
+            Probe::Rejected(e) => return Err(e.into()),
+            Probe::Failed(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn remember(known: &mut KnownHosts, host_port: &str, fp: &str) -> Result<(), AppError> {
+    known
+        .remember(host_port, fp)
+        .map_err(|cause| AppError::Remember {
+            path: known.path().to_owned(),
+            cause,
+        })
+}
+
+enum Probe {
+    Ok,
+    Unreachable,
+    Rejected(TrustError),
+    Failed(std::io::Error),
+}
+
+/// One TLS handshake, to learn whether the server is trusted before any UI
+/// starts (a prompt cannot appear inside the full-screen interface).
+async fn probe(host_port: &str, config: Arc<rustls::ClientConfig>) -> Probe {
+    let attempt = async {
+        let tcp = match TcpStream::connect(host_port).await {
+            Ok(tcp) => tcp,
+            Err(_) => return Probe::Unreachable,
+        };
+        let name = match trust::server_name(host_port) {
+            Ok(name) => name,
+            Err(e) => return Probe::Rejected(e),
+        };
+        match TlsConnector::from(config).connect(name, tcp).await {
+            Ok(_) => Probe::Ok,
+            Err(e) => {
+                let owned = match trust::rejection(&e) {
+                    Some(TrustError::Unknown {
+                        host_port,
+                        fingerprint,
+                        reason,
+                        known_hosts,
+                    }) => Some(TrustError::Unknown {
+                        host_port: host_port.clone(),
+                        fingerprint: fingerprint.clone(),
+                        reason: reason.clone(),
+                        known_hosts: known_hosts.clone(),
+                    }),
+                    Some(TrustError::Mismatch {
+                        host_port,
+                        expected,
+                        got,
+                        origin,
+                    }) => Some(TrustError::Mismatch {
+                        host_port: host_port.clone(),
+                        expected: expected.clone(),
+                        got: got.clone(),
+                        origin: origin.clone(),
+                    }),
+                    _ => None,
+                };
+                match owned {
+                    Some(t) => Probe::Rejected(t),
+                    None => Probe::Failed(e),
+                }
+            }
+        }
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, attempt)
+        .await
+        .unwrap_or(Probe::Unreachable)
+}
