@@ -5,16 +5,12 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Client, TestServer, DEADLINE};
 use rchat::config::ServerConfig;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 /// Runs the real `rchat gen-cert` into `dir`.
 fn gen_cert(dir: &Path) {
@@ -40,27 +36,8 @@ async fn tls_server(dir: &Path, handshake_timeout_secs: u64) -> TestServer {
     .await
 }
 
-/// A connector that trusts only the certificate in `ca`.
-fn connector(ca: &Path) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(rchat::server::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    TlsConnector::from(Arc::new(config))
-}
-
 async fn tls_client(srv: &TestServer, ca: &Path, name: &str) -> std::io::Result<Client> {
-    let tcp = TcpStream::connect(srv.addr).await?;
-    let server_name = ServerName::try_from(name.to_string()).unwrap();
-    let tls = connector(ca).connect(server_name, tcp).await?;
-    let mut c = Client::over(Box::new(tls));
-    c.greeted().await;
-    Ok(c)
+    common::tls_text_client(srv.addr, ca, name).await
 }
 
 #[tokio::test]

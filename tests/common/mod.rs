@@ -231,3 +231,32 @@ impl Client {
         &mut self.io
     }
 }
+
+/// A TLS connector trusting only the certificates in `ca`.
+pub fn tls_connector(ca: &std::path::Path) -> tokio_rustls::TlsConnector {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(rchat::server::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// Connects a text client over TLS, verifying against `ca` for `name`.
+pub async fn tls_text_client(
+    addr: SocketAddr,
+    ca: &std::path::Path,
+    name: &str,
+) -> std::io::Result<Client> {
+    let tcp = TcpStream::connect(addr).await?;
+    let server_name = rustls_pki_types::ServerName::try_from(name.to_string()).unwrap();
+    let tls = tls_connector(ca).connect(server_name, tcp).await?;
+    let mut c = Client::over(Box::new(tls));
+    c.greeted().await;
+    Ok(c)
+}

@@ -1,0 +1,201 @@
+//! `rchat connect` as a script or user runs it: the real binary in line
+//! mode against a real server, with TLS trust on first use.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::TestServer;
+use rchat::config::ServerConfig;
+
+fn connect(args: &[&str], stdin: &str, known_hosts: &Path) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rchat"))
+        .arg("connect")
+        .args(args)
+        .env("RCHAT_KNOWN_HOSTS", known_hosts)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rchat connect");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    // Dropping stdin sends EOF: the client finishes and exits by itself.
+    let out = child.wait_with_output().unwrap();
+    out
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piped_lines_are_sent_acknowledged_and_exit_zero() {
+    let srv = TestServer::start().await;
+    let mut watcher = srv.named("watcher").await;
+    let addr = srv.addr.to_string();
+    let kh = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking({
+        let kh = kh.path().join("known_hosts");
+        move || connect(&[&addr, "--nick", "bot"], "hi there\n/me beeps\n", &kh)
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    watcher.wait_for("bot's line", |l| l == "bot> hi there").await;
+    watcher.expect("* bot beeps").await;
+    watcher.expect("* bot quit").await;
+    assert!(stdout.contains("* you are now in lobby"), "{stdout}");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_request_makes_the_exit_code_nonzero() {
+    let srv = TestServer::start().await;
+    let addr = srv.addr.to_string();
+    let kh = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking({
+        let kh = kh.path().join("known_hosts");
+        move || connect(&[&addr, "--plain"], "/msg nobody hello\n", &kh)
+    })
+    .await
+    .unwrap();
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("* error: no one called nobody is connected"), "{stdout}");
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_down_without_reconnect_fails() {
+    // Bind and drop to find a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let kh = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking({
+        let kh = kh.path().join("known_hosts");
+        let addr = port.to_string();
+        move || connect(&[&addr, "--no-reconnect"], "hi\n", &kh)
+    })
+    .await
+    .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("cannot connect to"), "{stderr}");
+}
+
+fn gen_cert(dir: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_rchat"))
+        .args(["gen-cert", "--out-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("SHA-256 fingerprint: "))
+        .expect("fingerprint printed")
+        .to_string()
+}
+
+async fn tls_server(dir: &Path, addr: Option<std::net::SocketAddr>) -> TestServer {
+    let mut cfg = ServerConfig {
+        tls_cert: Some(dir.join("cert.pem")),
+        tls_key: Some(dir.join("key.pem")),
+        ..ServerConfig::default()
+    };
+    if let Some(addr) = addr {
+        cfg.listen = vec![addr];
+    }
+    TestServer::with(cfg).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_on_first_use_pins_and_refuses_a_changed_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    let fp = gen_cert(certs.path());
+    let srv = tls_server(certs.path(), None).await;
+    let addr = format!("localhost:{}", srv.addr.port());
+    let kh_dir = tempfile::tempdir().unwrap();
+    let kh = kh_dir.path().join("known_hosts");
+    let run = |args: Vec<String>, input: &'static str| {
+        let kh = kh.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            connect(&args, input, &kh)
+        })
+    };
+
+    // First use, no terminal to ask on: refused, with the fingerprint and
+    // how to proceed.
+    let out = run(vec![addr.clone(), "--tls".into()], "hi\n").await.unwrap();
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&fp), "fingerprint shown: {stderr}");
+    assert!(stderr.contains("--trust"), "says how to proceed: {stderr}");
+    assert!(!kh.exists() || std::fs::read_to_string(&kh).unwrap().trim().is_empty());
+
+    // With --trust: connects, and the fingerprint is remembered.
+    let mut watcher = common::tls_text_client(srv.addr, &certs.path().join("cert.pem"), "localhost")
+        .await
+        .unwrap();
+    let out = run(
+        vec![addr.clone(), "--trust".into(), fp.to_lowercase().replace(':', ""), "--nick".into(), "tofu".into()],
+        "pinned hello\n",
+    )
+    .await
+    .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    watcher.wait_for("message", |l| l == "tofu> pinned hello").await;
+    let remembered = std::fs::read_to_string(&kh).unwrap();
+    assert!(remembered.contains(&addr), "{remembered}");
+
+    // Next time, known_hosts alone is enough.
+    let out = run(vec![addr.clone(), "--tls".into(), "--nick".into(), "again".into()], "known hello\n")
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    watcher.wait_for("message", |l| l == "again> known hello").await;
+
+    // The server's certificate changes: refused loudly.
+    let port = srv.addr;
+    srv.stop().await;
+    let other = tempfile::tempdir().unwrap();
+    let new_fp = gen_cert(other.path());
+    let srv = tls_server(other.path(), Some(port)).await;
+    let out = run(vec![addr.clone(), "--tls".into()], "should not arrive\n").await.unwrap();
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("CHANGED"), "{stderr}");
+    assert!(stderr.contains(&new_fp), "{stderr}");
+    assert!(stderr.contains(&fp), "{stderr}");
+
+    // --ca with the server's own certificate verifies without any pin.
+    let ca = other.path().join("cert.pem");
+    let out = run(
+        vec![addr.clone(), "--ca".into(), ca.to_string_lossy().into_owned()],
+        "via ca\n",
+    )
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+
+    // --insecure connects and warns.
+    let out = run(vec![addr.clone(), "--insecure".into()], "insecure\n").await.unwrap();
+    let (_, stderr) = text(&out);
+    assert!(out.status.success());
+    assert!(stderr.contains("WARNING"), "{stderr}");
+    srv.stop().await;
+}
