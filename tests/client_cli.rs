@@ -28,8 +28,7 @@ fn connect(args: &[&str], stdin: &str, known_hosts: &Path) -> Output {
         .write_all(stdin.as_bytes())
         .unwrap();
     // Dropping stdin sends EOF: the client finishes and exits by itself.
-    let out = child.wait_with_output().unwrap();
-    out
+    child.wait_with_output().unwrap()
 }
 
 fn text(out: &Output) -> (String, String) {
@@ -53,7 +52,9 @@ async fn piped_lines_are_sent_acknowledged_and_exit_zero() {
     .unwrap();
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
-    watcher.wait_for("bot's line", |l| l == "bot> hi there").await;
+    watcher
+        .wait_for("bot's line", |l| l == "bot> hi there")
+        .await;
     watcher.expect("* bot beeps").await;
     watcher.expect("* bot quit").await;
     assert!(stdout.contains("* you are now in lobby"), "{stdout}");
@@ -73,14 +74,20 @@ async fn a_refused_request_makes_the_exit_code_nonzero() {
     .unwrap();
     let (stdout, _) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("* error: no one called nobody is connected"), "{stdout}");
+    assert!(
+        stdout.contains("* error: no one called nobody is connected"),
+        "{stdout}"
+    );
     srv.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_down_without_reconnect_fails() {
     // Bind and drop to find a port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let kh = tempfile::tempdir().unwrap();
     let out = tokio::task::spawn_blocking({
         let kh = kh.path().join("known_hosts");
@@ -139,7 +146,9 @@ async fn trust_on_first_use_pins_and_refuses_a_changed_certificate() {
 
     // First use, no terminal to ask on: refused, with the fingerprint and
     // how to proceed.
-    let out = run(vec![addr.clone(), "--tls".into()], "hi\n").await.unwrap();
+    let out = run(vec![addr.clone(), "--tls".into()], "hi\n")
+        .await
+        .unwrap();
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
     assert!(stderr.contains(&fp), "fingerprint shown: {stderr}");
@@ -147,27 +156,46 @@ async fn trust_on_first_use_pins_and_refuses_a_changed_certificate() {
     assert!(!kh.exists() || std::fs::read_to_string(&kh).unwrap().trim().is_empty());
 
     // With --trust: connects, and the fingerprint is remembered.
-    let mut watcher = common::tls_text_client(srv.addr, &certs.path().join("cert.pem"), "localhost")
-        .await
-        .unwrap();
+    let mut watcher =
+        common::tls_text_client(srv.addr, &certs.path().join("cert.pem"), "localhost")
+            .await
+            .unwrap();
     let out = run(
-        vec![addr.clone(), "--trust".into(), fp.to_lowercase().replace(':', ""), "--nick".into(), "tofu".into()],
+        vec![
+            addr.clone(),
+            "--trust".into(),
+            fp.to_lowercase().replace(':', ""),
+            "--nick".into(),
+            "tofu".into(),
+        ],
         "pinned hello\n",
     )
     .await
     .unwrap();
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    watcher.wait_for("message", |l| l == "tofu> pinned hello").await;
+    watcher
+        .wait_for("message", |l| l == "tofu> pinned hello")
+        .await;
     let remembered = std::fs::read_to_string(&kh).unwrap();
     assert!(remembered.contains(&addr), "{remembered}");
 
     // Next time, known_hosts alone is enough.
-    let out = run(vec![addr.clone(), "--tls".into(), "--nick".into(), "again".into()], "known hello\n")
-        .await
-        .unwrap();
+    let out = run(
+        vec![
+            addr.clone(),
+            "--tls".into(),
+            "--nick".into(),
+            "again".into(),
+        ],
+        "known hello\n",
+    )
+    .await
+    .unwrap();
     assert!(out.status.success(), "{:?}", text(&out));
-    watcher.wait_for("message", |l| l == "again> known hello").await;
+    watcher
+        .wait_for("message", |l| l == "again> known hello")
+        .await;
 
     // The server's certificate changes: refused loudly.
     let port = srv.addr;
@@ -175,7 +203,9 @@ async fn trust_on_first_use_pins_and_refuses_a_changed_certificate() {
     let other = tempfile::tempdir().unwrap();
     let new_fp = gen_cert(other.path());
     let srv = tls_server(other.path(), Some(port)).await;
-    let out = run(vec![addr.clone(), "--tls".into()], "should not arrive\n").await.unwrap();
+    let out = run(vec![addr.clone(), "--tls".into()], "should not arrive\n")
+        .await
+        .unwrap();
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
     assert!(stderr.contains("CHANGED"), "{stderr}");
@@ -185,7 +215,11 @@ async fn trust_on_first_use_pins_and_refuses_a_changed_certificate() {
     // --ca with the server's own certificate verifies without any pin.
     let ca = other.path().join("cert.pem");
     let out = run(
-        vec![addr.clone(), "--ca".into(), ca.to_string_lossy().into_owned()],
+        vec![
+            addr.clone(),
+            "--ca".into(),
+            ca.to_string_lossy().into_owned(),
+        ],
         "via ca\n",
     )
     .await
@@ -193,7 +227,9 @@ async fn trust_on_first_use_pins_and_refuses_a_changed_certificate() {
     assert!(out.status.success(), "{:?}", text(&out));
 
     // --insecure connects and warns.
-    let out = run(vec![addr.clone(), "--insecure".into()], "insecure\n").await.unwrap();
+    let out = run(vec![addr.clone(), "--insecure".into()], "insecure\n")
+        .await
+        .unwrap();
     let (_, stderr) = text(&out);
     assert!(out.status.success());
     assert!(stderr.contains("WARNING"), "{stderr}");

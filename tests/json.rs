@@ -18,7 +18,12 @@ struct JsonClient {
 }
 
 impl JsonClient {
-    fn start(srv_addr: std::net::SocketAddr, nick: &str, room: Option<&str>, reconnect: bool) -> Self {
+    fn start(
+        srv_addr: std::net::SocketAddr,
+        nick: &str,
+        room: Option<&str>,
+        reconnect: bool,
+    ) -> Self {
         let (handle, updates) = conn::start(Options {
             addr: srv_addr.to_string(),
             nick: Some(nick.to_string()),
@@ -48,7 +53,10 @@ impl JsonClient {
         loop {
             match self.next().await {
                 Update::Msg(m) if pred(&m) => return m,
-                Update::Status(Status::Lost { retry_in: None, reason }) => {
+                Update::Status(Status::Lost {
+                    retry_in: None,
+                    reason,
+                }) => {
                     panic!("connection lost for good while waiting for {what}: {reason}")
                 }
                 _ => {}
@@ -89,13 +97,26 @@ async fn own_messages_are_acknowledged_with_id_and_sequence() {
     alice.send(say("m1", "lobby", "hello")).await;
     alice.send(say("m2", "lobby", "again")).await;
     let ack1 = alice
-        .wait_msg("ack", |m| matches!(m, ServerMsg::Ack { id, .. } if id == "m1"))
+        .wait_msg(
+            "ack",
+            |m| matches!(m, ServerMsg::Ack { id, .. } if id == "m1"),
+        )
         .await;
     let ack2 = alice
-        .wait_msg("ack", |m| matches!(m, ServerMsg::Ack { id, .. } if id == "m2"))
+        .wait_msg(
+            "ack",
+            |m| matches!(m, ServerMsg::Ack { id, .. } if id == "m2"),
+        )
         .await;
-    let (ServerMsg::Ack { seq: Some(s1), ts: Some(t1), room: Some(r), .. }, ServerMsg::Ack { seq: Some(s2), .. }) =
-        (ack1, ack2)
+    let (
+        ServerMsg::Ack {
+            seq: Some(s1),
+            ts: Some(t1),
+            room: Some(r),
+            ..
+        },
+        ServerMsg::Ack { seq: Some(s2), .. },
+    ) = (ack1, ack2)
     else {
         panic!("acks for say carry room, seq and ts");
     };
@@ -152,7 +173,11 @@ async fn member_list_follows_joins_renames_and_leaves() {
             }
         })
         .await;
-    bob.send(ClientMsg::Nick { id: Some("n".into()), nick: "robert".into() }).await;
+    bob.send(ClientMsg::Nick {
+        id: Some("n".into()),
+        nick: "robert".into(),
+    })
+    .await;
     alice
         .wait_msg("rename", |m| {
             *m == ServerMsg::Renamed {
@@ -161,7 +186,10 @@ async fn member_list_follows_joins_renames_and_leaves() {
             }
         })
         .await;
-    bob.send(ClientMsg::Quit { reason: Some("lunch".into()) }).await;
+    bob.send(ClientMsg::Quit {
+        reason: Some("lunch".into()),
+    })
+    .await;
     let left = alice
         .wait_msg("leave", |m| matches!(m, ServerMsg::Left { .. }))
         .await;
@@ -174,8 +202,15 @@ async fn member_list_follows_joins_renames_and_leaves() {
             reason: Some("lunch".into())
         }
     );
-    alice.send(ClientMsg::Who { id: Some("w".into()), room: "dev".into() }).await;
-    let who = alice.wait_msg("who", |m| matches!(m, ServerMsg::Who { .. })).await;
+    alice
+        .send(ClientMsg::Who {
+            id: Some("w".into()),
+            room: "dev".into(),
+        })
+        .await;
+    let who = alice
+        .wait_msg("who", |m| matches!(m, ServerMsg::Who { .. }))
+        .await;
     assert_eq!(
         who,
         ServerMsg::Who {
@@ -195,28 +230,81 @@ async fn private_messages_and_error_codes() {
     let mut carol = Client::connect(srv.addr).await;
     carol.greeted().await;
     alice
-        .send(ClientMsg::Msg { id: Some("p1".into()), to: "bob".into(), text: "psst".into() })
+        .send(ClientMsg::Msg {
+            id: Some("p1".into()),
+            to: "bob".into(),
+            text: "psst".into(),
+        })
         .await;
-    alice.wait_msg("ack", |m| matches!(m, ServerMsg::Ack { id, .. } if id == "p1")).await;
-    let got = bob.wait_msg("private", |m| matches!(m, ServerMsg::Private { .. })).await;
-    let ServerMsg::Private { from, to, text, .. } = got else { unreachable!() };
-    assert_eq!((from.as_str(), to.as_str(), text.as_str()), ("alice", "bob", "psst"));
+    alice
+        .wait_msg(
+            "ack",
+            |m| matches!(m, ServerMsg::Ack { id, .. } if id == "p1"),
+        )
+        .await;
+    let got = bob
+        .wait_msg("private", |m| matches!(m, ServerMsg::Private { .. }))
+        .await;
+    let ServerMsg::Private { from, to, text, .. } = got else {
+        unreachable!()
+    };
+    assert_eq!(
+        (from.as_str(), to.as_str(), text.as_str()),
+        ("alice", "bob", "psst")
+    );
     carol.expect_nothing_pending().await;
 
     alice
-        .send(ClientMsg::Msg { id: Some("p2".into()), to: "nobody".into(), text: "x".into() })
+        .send(ClientMsg::Msg {
+            id: Some("p2".into()),
+            to: "nobody".into(),
+            text: "x".into(),
+        })
         .await;
-    let err = alice.wait_msg("error", |m| matches!(m, ServerMsg::Error { .. })).await;
-    assert!(matches!(err, ServerMsg::Error { id: Some(ref i), code: ErrorCode::NoSuchNick, .. } if i == "p2"));
-    alice.send(ClientMsg::Nick { id: Some("n1".into()), nick: "BOB".into() }).await;
-    let err = alice.wait_msg("error", |m| matches!(m, ServerMsg::Error { .. })).await;
-    assert!(matches!(err, ServerMsg::Error { code: ErrorCode::NickInUse, .. }));
+    let err = alice
+        .wait_msg("error", |m| matches!(m, ServerMsg::Error { .. }))
+        .await;
+    assert!(
+        matches!(err, ServerMsg::Error { id: Some(ref i), code: ErrorCode::NoSuchNick, .. } if i == "p2")
+    );
+    alice
+        .send(ClientMsg::Nick {
+            id: Some("n1".into()),
+            nick: "BOB".into(),
+        })
+        .await;
+    let err = alice
+        .wait_msg("error", |m| matches!(m, ServerMsg::Error { .. }))
+        .await;
+    assert!(matches!(
+        err,
+        ServerMsg::Error {
+            code: ErrorCode::NickInUse,
+            ..
+        }
+    ));
     alice.send(say("s1", "elsewhere", "hi")).await;
-    let err = alice.wait_msg("error", |m| matches!(m, ServerMsg::Error { .. })).await;
-    assert!(matches!(err, ServerMsg::Error { code: ErrorCode::NotInRoom, .. }));
+    let err = alice
+        .wait_msg("error", |m| matches!(m, ServerMsg::Error { .. }))
+        .await;
+    assert!(matches!(
+        err,
+        ServerMsg::Error {
+            code: ErrorCode::NotInRoom,
+            ..
+        }
+    ));
     alice.send(say("s2", "lobby", "\x1b[2J")).await;
-    let err = alice.wait_msg("error", |m| matches!(m, ServerMsg::Error { .. })).await;
-    assert!(matches!(err, ServerMsg::Error { code: ErrorCode::BadRequest, .. }));
+    let err = alice
+        .wait_msg("error", |m| matches!(m, ServerMsg::Error { .. }))
+        .await;
+    assert!(matches!(
+        err,
+        ServerMsg::Error {
+            code: ErrorCode::BadRequest,
+            ..
+        }
+    ));
     srv.stop().await;
 }
 
@@ -225,12 +313,18 @@ async fn text_and_json_users_share_rooms() {
     let srv = TestServer::start().await;
     let mut text_user = srv.named("tom").await;
     let mut alice = JsonClient::ready(srv.addr, "alice").await;
-    text_user.wait_for("alice", |l| l == "* alice joined lobby").await;
+    text_user
+        .wait_for("alice", |l| l == "* alice joined lobby")
+        .await;
     alice.send(say("1", "lobby", "from json")).await;
     text_user.expect("alice> from json").await;
     text_user.send("from text").await;
-    let got = alice.wait_msg("message", |m| matches!(m, ServerMsg::Message { .. })).await;
-    assert!(matches!(got, ServerMsg::Message { ref from, ref text, .. } if from == "tom" && text == "from text"));
+    let got = alice
+        .wait_msg("message", |m| matches!(m, ServerMsg::Message { .. }))
+        .await;
+    assert!(
+        matches!(got, ServerMsg::Message { ref from, ref text, .. } if from == "tom" && text == "from text")
+    );
     srv.stop().await;
 }
 
@@ -239,16 +333,41 @@ async fn client_reconnects_after_server_restart_and_restores_nick_and_room() {
     let srv = TestServer::start().await;
     let addr = srv.addr;
     let mut alice = JsonClient::start(addr, "alice", Some("dev"), true);
-    alice.wait_msg("room", |m| matches!(m, ServerMsg::RoomState { .. })).await;
-    alice.send(ClientMsg::Join { id: None, room: "ops".into() }).await;
     alice
-        .wait_msg("ops", |m| matches!(m, ServerMsg::RoomState { room, .. } if room == "ops"))
+        .wait_msg("room", |m| matches!(m, ServerMsg::RoomState { .. }))
         .await;
-    alice.send(ClientMsg::Nick { id: None, nick: "alice2".into() }).await;
-    alice.wait_msg("rename", |m| matches!(m, ServerMsg::Renamed { .. })).await;
+    alice
+        .send(ClientMsg::Join {
+            id: None,
+            room: "ops".into(),
+        })
+        .await;
+    alice
+        .wait_msg(
+            "ops",
+            |m| matches!(m, ServerMsg::RoomState { room, .. } if room == "ops"),
+        )
+        .await;
+    alice
+        .send(ClientMsg::Nick {
+            id: None,
+            nick: "alice2".into(),
+        })
+        .await;
+    alice
+        .wait_msg("rename", |m| matches!(m, ServerMsg::Renamed { .. }))
+        .await;
     srv.stop().await;
     alice
-        .wait_status("lost", |s| matches!(s, Status::Lost { retry_in: Some(_), .. }))
+        .wait_status("lost", |s| {
+            matches!(
+                s,
+                Status::Lost {
+                    retry_in: Some(_),
+                    ..
+                }
+            )
+        })
         .await;
 
     let srv = TestServer::with(ServerConfig {
@@ -256,14 +375,22 @@ async fn client_reconnects_after_server_restart_and_restores_nick_and_room() {
         ..ServerConfig::default()
     })
     .await;
-    alice.wait_status("connected", |s| matches!(s, Status::Connected { .. })).await;
+    alice
+        .wait_status("connected", |s| matches!(s, Status::Connected { .. }))
+        .await;
     let mut rooms = Vec::new();
     while rooms.len() < 2 {
         if let ServerMsg::RoomState { room, members } = alice
-            .wait_msg("rooms restored", |m| matches!(m, ServerMsg::RoomState { .. }))
+            .wait_msg("rooms restored", |m| {
+                matches!(m, ServerMsg::RoomState { .. })
+            })
             .await
         {
-            assert_eq!(members, vec!["alice2".to_string()], "nick restored before joining");
+            assert_eq!(
+                members,
+                vec!["alice2".to_string()],
+                "nick restored before joining"
+            );
             rooms.push(room);
         }
     }
@@ -281,13 +408,18 @@ async fn client_reconnects_after_server_restart_and_restores_nick_and_room() {
 async fn without_reconnect_the_loss_is_final() {
     let srv = TestServer::start().await;
     let mut alice = JsonClient::start(srv.addr, "alice", None, false);
-    alice.wait_msg("room", |m| matches!(m, ServerMsg::RoomState { .. })).await;
+    alice
+        .wait_msg("room", |m| matches!(m, ServerMsg::RoomState { .. }))
+        .await;
     srv.stop().await;
     alice
         .wait_status("lost", |s| matches!(s, Status::Lost { retry_in: None, .. }))
         .await;
     assert!(
-        tokio::time::timeout(DEADLINE, alice.updates.recv()).await.expect("closes").is_none(),
+        tokio::time::timeout(DEADLINE, alice.updates.recv())
+            .await
+            .expect("closes")
+            .is_none(),
         "update channel closes"
     );
 }
@@ -313,37 +445,67 @@ async fn wire_level_hello_errors_and_keepalive() {
     let mut old = raw_json(&srv, r#"{"type":"hello","proto":"rchat","version":99}"#).await;
     let lines = old.until_eof().await;
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains(r#""code":"unsupported_version""#), "{lines:?}");
+    assert!(
+        lines[0].contains(r#""code":"unsupported_version""#),
+        "{lines:?}"
+    );
 
     // A client that never answers pings is dropped, and the room is told.
-    let mut mute = raw_json(&srv, r#"{"type":"hello","proto":"rchat","version":1,"nick":"mute"}"#).await;
+    let mut mute = raw_json(
+        &srv,
+        r#"{"type":"hello","proto":"rchat","version":1,"nick":"mute"}"#,
+    )
+    .await;
     let welcome = mute.line().await;
-    assert!(welcome.starts_with(r#"{"type":"welcome","proto":"rchat","version":1,"nick":"guest"#), "{welcome}");
+    assert!(
+        welcome.starts_with(r#"{"type":"welcome","proto":"rchat","version":1,"nick":"guest"#),
+        "{welcome}"
+    );
     mute.send("this is not json").await;
     let lines = mute.until_eof().await;
-    assert!(lines.iter().any(|l| l.contains(r#""code":"bad_request""#)), "{lines:?}");
-    assert!(lines.iter().any(|l| l.starts_with(r#"{"type":"ping""#)), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains(r#""code":"bad_request""#)),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with(r#"{"type":"ping""#)),
+        "{lines:?}"
+    );
     assert_eq!(
         lines.last().map(String::as_str),
         Some(r#"{"type":"bye","reason":"ping timeout"}"#)
     );
-    watcher.wait_for("mute dropped", |l| l == "* mute was disconnected (ping timeout)").await;
+    watcher
+        .wait_for("mute dropped", |l| {
+            l == "* mute was disconnected (ping timeout)"
+        })
+        .await;
 
     // A client that does answer stays.
-    let mut chatty = raw_json(&srv, r#"{"type":"hello","proto":"rchat","version":1,"nick":"chatty"}"#).await;
+    let mut chatty = raw_json(
+        &srv,
+        r#"{"type":"hello","proto":"rchat","version":1,"nick":"chatty"}"#,
+    )
+    .await;
     let mut pongs = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
     while tokio::time::Instant::now() < deadline {
-        let l = tokio::time::timeout(Duration::from_secs(3), chatty.line()).await.expect("line");
+        let l = tokio::time::timeout(Duration::from_secs(3), chatty.line())
+            .await
+            .expect("line");
         if let Some(rest) = l.strip_prefix(r#"{"type":"ping","token":""#) {
             let token = rest.trim_end_matches("\"}");
-            chatty.send(&format!(r#"{{"type":"pong","token":"{token}"}}"#)).await;
+            chatty
+                .send(&format!(r#"{{"type":"pong","token":"{token}"}}"#))
+                .await;
             pongs += 1;
         }
     }
     assert!(pongs >= 2, "pinged repeatedly and kept: {pongs}");
     chatty.send(r#"{"type":"rooms","id":"r"}"#).await;
-    chatty.wait_for("rooms", |l| l.starts_with(r#"{"type":"rooms","id":"r""#)).await;
+    chatty
+        .wait_for("rooms", |l| l.starts_with(r#"{"type":"rooms","id":"r""#))
+        .await;
     srv.stop().await;
 }
 
@@ -351,7 +513,8 @@ async fn wire_level_hello_errors_and_keepalive() {
 async fn a_late_hello_in_text_mode_is_an_error_not_a_switch() {
     let srv = TestServer::start().await;
     let mut c = srv.client().await;
-    c.send(r#"{"type":"hello","proto":"rchat","version":1}"#).await;
+    c.send(r#"{"type":"hello","proto":"rchat","version":1}"#)
+        .await;
     c.expect("* error: a JSON hello must be the first line, sent as soon as you connect")
         .await;
 }

@@ -35,11 +35,19 @@ pub struct Options {
 /// The connection's state, for the status bar.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
-    Connecting { attempt: u32 },
-    Connected { server: String, tls: bool },
+    Connecting {
+        attempt: u32,
+    },
+    Connected {
+        server: String,
+        tls: bool,
+    },
     /// The connection is gone; `retry_in` is when the next attempt starts,
     /// or `None` if the client will not retry.
-    Lost { reason: String, retry_in: Option<Duration> },
+    Lost {
+        reason: String,
+        retry_in: Option<Duration>,
+    },
 }
 
 /// Something the UI should show or react to.
@@ -135,10 +143,10 @@ impl Identity {
                 self.actual = Some(new.clone());
                 self.wanted = Some(new.clone());
             }
-            ServerMsg::RoomState { room, .. } => {
-                if !self.rooms.iter().any(|r| r.eq_ignore_ascii_case(room)) {
-                    self.rooms.push(room.clone());
-                }
+            ServerMsg::RoomState { room, .. }
+                if !self.rooms.iter().any(|r| r.eq_ignore_ascii_case(room)) =>
+            {
+                self.rooms.push(room.clone());
             }
             _ => {}
         }
@@ -161,7 +169,11 @@ enum End {
 type Lines = FramedRead<ReadHalf<Box<dyn Stream>>, LinesCodec>;
 type Writer = WriteHalf<Box<dyn Stream>>;
 
-async fn run(opts: Options, mut requests: mpsc::Receiver<ClientMsg>, updates: mpsc::Sender<Update>) {
+async fn run(
+    opts: Options,
+    mut requests: mpsc::Receiver<ClientMsg>,
+    updates: mpsc::Sender<Update>,
+) {
     let mut me = Identity {
         wanted: opts.nick.clone(),
         actual: None,
@@ -172,7 +184,9 @@ async fn run(opts: Options, mut requests: mpsc::Receiver<ClientMsg>, updates: mp
     let mut backoff = BACKOFF_FIRST;
     loop {
         attempt += 1;
-        let _ = updates.send(Update::Status(Status::Connecting { attempt })).await;
+        let _ = updates
+            .send(Update::Status(Status::Connecting { attempt }))
+            .await;
         let reason = match connect(&opts, &me).await {
             Ok((lines, writer, welcome)) => {
                 attempt = 0;
@@ -202,7 +216,10 @@ async fn run(opts: Options, mut requests: mpsc::Receiver<ClientMsg>, updates: mp
         };
         if !opts.reconnect || updates.is_closed() {
             let _ = updates
-                .send(Update::Status(Status::Lost { reason, retry_in: None }))
+                .send(Update::Status(Status::Lost {
+                    reason,
+                    retry_in: None,
+                }))
                 .await;
             return;
         }
@@ -234,10 +251,7 @@ async fn run(opts: Options, mut requests: mpsc::Receiver<ClientMsg>, updates: mp
 }
 
 /// Connects, says hello and waits for the welcome.
-async fn connect(
-    opts: &Options,
-    me: &Identity,
-) -> Result<(Lines, Writer, ServerMsg), ConnError> {
+async fn connect(opts: &Options, me: &Identity) -> Result<(Lines, Writer, ServerMsg), ConnError> {
     let tcp = TcpStream::connect(&opts.addr)
         .await
         .map_err(|cause| ConnError::Connect {
@@ -419,10 +433,22 @@ mod tests {
             max_text: 1024,
             ping_interval: 30,
         });
-        me.track(&ServerMsg::Renamed { old: "guest1".into(), new: "alice".into() });
-        me.track(&ServerMsg::Renamed { old: "bob".into(), new: "carol".into() });
-        me.track(&ServerMsg::RoomState { room: "dev".into(), members: vec![] });
-        me.track_request(&ClientMsg::Part { id: None, room: "DEV".into() });
+        me.track(&ServerMsg::Renamed {
+            old: "guest1".into(),
+            new: "alice".into(),
+        });
+        me.track(&ServerMsg::Renamed {
+            old: "bob".into(),
+            new: "carol".into(),
+        });
+        me.track(&ServerMsg::RoomState {
+            room: "dev".into(),
+            members: vec![],
+        });
+        me.track_request(&ClientMsg::Part {
+            id: None,
+            room: "DEV".into(),
+        });
         assert_eq!(me.wanted.as_deref(), Some("alice"));
         assert_eq!(me.actual.as_deref(), Some("alice"));
         assert!(me.rooms.is_empty());

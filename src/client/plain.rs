@@ -29,9 +29,9 @@ impl Printer {
         if !self.color {
             return nick.into_owned();
         }
-        let hash = nick
-            .bytes()
-            .fold(0x811c9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193));
+        let hash = nick.bytes().fold(0x811c9dc5u32, |h, b| {
+            (h ^ b as u32).wrapping_mul(0x0100_0193)
+        });
         let code = PALETTE[hash as usize % PALETTE.len()];
         format!("\x1b[{code}m{nick}\x1b[0m")
     }
@@ -114,9 +114,7 @@ impl Printer {
                 format!("* {} ({}): {}", clean(room), names.len(), names.join(", "))
             }
             ServerMsg::Bye { reason } => format!("* {}", clean(reason)),
-            ServerMsg::Ack { .. } | ServerMsg::Ping { .. } | ServerMsg::Pong { .. } => {
-                return None
-            }
+            ServerMsg::Ack { .. } | ServerMsg::Ping { .. } | ServerMsg::Pong { .. } => return None,
         };
         Some(line)
     }
@@ -199,10 +197,8 @@ where
                             | ServerMsg::Who { id: Some(id), .. } => {
                                 outstanding.remove(id);
                             }
-                            ServerMsg::Error { id: Some(id), .. } => {
-                                if outstanding.remove(id) {
-                                    failed = true;
-                                }
+                            ServerMsg::Error { id: Some(id), .. } if outstanding.remove(id) => {
+                                failed = true;
                             }
                             _ => {}
                         }
@@ -269,7 +265,12 @@ mod tests {
         };
         assert_eq!(p.line(&msg).unwrap(), "01:05 alice> hi there");
         assert!(p
-            .line(&ServerMsg::Ack { id: "c1".into(), room: None, seq: None, ts: None })
+            .line(&ServerMsg::Ack {
+                id: "c1".into(),
+                room: None,
+                seq: None,
+                ts: None
+            })
             .is_none());
     }
 

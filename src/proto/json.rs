@@ -319,10 +319,26 @@ mod tests {
 
     fn client_msg() -> impl Strategy<Value = ClientMsg> {
         prop_oneof![
-            (".*", any::<u32>(), proptest::option::of(".*"), proptest::option::of(proptest::collection::vec(".*", 0..3)))
-                .prop_map(|(proto, version, nick, rooms)| ClientMsg::Hello { proto, version, nick, rooms }),
-            (opt_id(), ".*", ".*", any::<bool>())
-                .prop_map(|(id, room, text, action)| ClientMsg::Say { id, room, text, action }),
+            (
+                ".*",
+                any::<u32>(),
+                proptest::option::of(".*"),
+                proptest::option::of(proptest::collection::vec(".*", 0..3))
+            )
+                .prop_map(|(proto, version, nick, rooms)| ClientMsg::Hello {
+                    proto,
+                    version,
+                    nick,
+                    rooms
+                }),
+            (opt_id(), ".*", ".*", any::<bool>()).prop_map(|(id, room, text, action)| {
+                ClientMsg::Say {
+                    id,
+                    room,
+                    text,
+                    action,
+                }
+            }),
             (opt_id(), ".*", ".*").prop_map(|(id, to, text)| ClientMsg::Msg { id, to, text }),
             (opt_id(), ".*").prop_map(|(id, room)| ClientMsg::Join { id, room }),
             (opt_id(), ".*").prop_map(|(id, room)| ClientMsg::Part { id, room }),
@@ -353,31 +369,75 @@ mod tests {
     }
 
     fn server_msg() -> impl Strategy<Value = ServerMsg> {
-        let kind = prop_oneof![Just(LeaveKind::Part), Just(LeaveKind::Quit), Just(LeaveKind::Dropped)];
+        let kind = prop_oneof![
+            Just(LeaveKind::Part),
+            Just(LeaveKind::Quit),
+            Just(LeaveKind::Dropped)
+        ];
         prop_oneof![
             (".*", any::<u32>(), ".*", any::<usize>(), any::<u64>()).prop_map(
                 |(proto, version, nick, max_text, ping_interval)| ServerMsg::Welcome {
-                    proto, version, nick, max_text, ping_interval
+                    proto,
+                    version,
+                    nick,
+                    max_text,
+                    ping_interval
                 }
             ),
             (".*", proptest::collection::vec(".*", 0..4))
                 .prop_map(|(room, members)| ServerMsg::RoomState { room, members }),
             (".*", any::<u64>(), any::<u64>(), ".*", ".*", any::<bool>()).prop_map(
-                |(room, seq, ts, from, text, action)| ServerMsg::Message { room, seq, ts, from, text, action }
+                |(room, seq, ts, from, text, action)| ServerMsg::Message {
+                    room,
+                    seq,
+                    ts,
+                    from,
+                    text,
+                    action
+                }
             ),
-            (".*", ".*", any::<u64>(), ".*")
-                .prop_map(|(from, to, ts, text)| ServerMsg::Private { from, to, ts, text }),
+            (".*", ".*", any::<u64>(), ".*").prop_map(|(from, to, ts, text)| ServerMsg::Private {
+                from,
+                to,
+                ts,
+                text
+            }),
             (".*", ".*").prop_map(|(room, nick)| ServerMsg::Joined { room, nick }),
-            (".*", ".*", kind, proptest::option::of(".*"))
-                .prop_map(|(room, nick, kind, reason)| ServerMsg::Left { room, nick, kind, reason }),
+            (".*", ".*", kind, proptest::option::of(".*")).prop_map(
+                |(room, nick, kind, reason)| ServerMsg::Left {
+                    room,
+                    nick,
+                    kind,
+                    reason
+                }
+            ),
             (".*", ".*").prop_map(|(old, new)| ServerMsg::Renamed { old, new }),
             ".*".prop_map(|text| ServerMsg::Notice { text }),
-            (".*", proptest::option::of(".*"), proptest::option::of(any::<u64>()), proptest::option::of(any::<u64>()))
+            (
+                ".*",
+                proptest::option::of(".*"),
+                proptest::option::of(any::<u64>()),
+                proptest::option::of(any::<u64>())
+            )
                 .prop_map(|(id, room, seq, ts)| ServerMsg::Ack { id, room, seq, ts }),
-            (opt_id(), code(), ".*").prop_map(|(id, code, message)| ServerMsg::Error { id, code, message }),
-            (opt_id(), proptest::collection::vec((".*", any::<usize>()), 0..3)).prop_map(|(id, rooms)| {
-                ServerMsg::Rooms { id, rooms: rooms.into_iter().map(|(name, members)| RoomInfo { name, members }).collect() }
+            (opt_id(), code(), ".*").prop_map(|(id, code, message)| ServerMsg::Error {
+                id,
+                code,
+                message
             }),
+            (
+                opt_id(),
+                proptest::collection::vec((".*", any::<usize>()), 0..3)
+            )
+                .prop_map(|(id, rooms)| {
+                    ServerMsg::Rooms {
+                        id,
+                        rooms: rooms
+                            .into_iter()
+                            .map(|(name, members)| RoomInfo { name, members })
+                            .collect(),
+                    }
+                }),
             (opt_id(), ".*", proptest::collection::vec(".*", 0..3))
                 .prop_map(|(id, room, members)| ServerMsg::Who { id, room, members }),
             ".*".prop_map(|token| ServerMsg::Ping { token }),
@@ -418,7 +478,9 @@ mod tests {
     #[test]
     fn hello_detection() {
         assert!(is_hello(br#"{"type":"hello","proto":"rchat","version":1}"#));
-        assert!(!is_hello(br#"{"type":"hello","proto":"other","version":1}"#));
+        assert!(!is_hello(
+            br#"{"type":"hello","proto":"other","version":1}"#
+        ));
         assert!(!is_hello(b"hello"));
         assert!(!is_hello(br#"{"type":"say","room":"x","text":"y"}"#));
     }
@@ -431,11 +493,19 @@ mod tests {
             text: "hi".into(),
             action: false,
         });
-        assert_eq!(&line[..], b"{\"type\":\"say\",\"id\":\"c1\",\"room\":\"lobby\",\"text\":\"hi\"}\n");
-        let err = decode_server(br#"{"type":"error","code":"something_new","message":"m"}"#).unwrap();
+        assert_eq!(
+            &line[..],
+            b"{\"type\":\"say\",\"id\":\"c1\",\"room\":\"lobby\",\"text\":\"hi\"}\n"
+        );
+        let err =
+            decode_server(br#"{"type":"error","code":"something_new","message":"m"}"#).unwrap();
         assert_eq!(
             err,
-            ServerMsg::Error { id: None, code: ErrorCode::Other, message: "m".into() }
+            ServerMsg::Error {
+                id: None,
+                code: ErrorCode::Other,
+                message: "m".into()
+            }
         );
     }
 }

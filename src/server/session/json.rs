@@ -142,7 +142,9 @@ enum Flow {
 
 impl JsonSession {
     async fn read_loop(&mut self, mut frames: Frames) {
-        frames.decoder_mut().set_max_line(super::json_frame_limit(self.config.max_line));
+        frames
+            .decoder_mut()
+            .set_max_line(super::json_frame_limit(self.config.max_line));
         let outbox = self.outbox.clone();
         let mut deadline = Instant::now() + self.config.ping_interval();
         let mut awaiting_pong = false;

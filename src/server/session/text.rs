@@ -47,7 +47,12 @@ pub(super) async fn serve<W>(
     let (id, nick) = match hub.connect(outbox.clone(), welcome) {
         Ok(registered) => registered,
         Err(e) => {
-            refuse(&mut writer, &text::error(&e.to_string()), config.close_timeout()).await;
+            refuse(
+                &mut writer,
+                &text::error(&e.to_string()),
+                config.close_timeout(),
+            )
+            .await;
             return;
         }
     };
@@ -260,4 +265,3 @@ impl TextSession {
         self.outbox.push(Outgoing::Raw(text::error(text)));
     }
 }
-
