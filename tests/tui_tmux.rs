@@ -1,0 +1,162 @@
+//! The real full-screen client in a real terminal: two `rchat connect`
+//! sessions under tmux, typed at with send-keys and read with capture-pane.
+//! Needs tmux; CI installs it (see .ci/run). Without tmux the test fails in
+//! CI and is skipped, loudly, elsewhere.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+
+/// A private tmux server, killed (with its sessions) when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Option<Tmux> {
+        let ok = Command::new("tmux").arg("-V").output().map(|o| o.status.success());
+        if !matches!(ok, Ok(true)) {
+            return None;
+        }
+        Some(Tmux {
+            socket: format!("rchat-test-{}", std::process::id()),
+        })
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("run tmux")
+    }
+
+    /// Starts `cmd` in a new detached 100x30 session.
+    fn start(&self, name: &str, cmd: &str) {
+        let out = self.run(&["new-session", "-d", "-s", name, "-x", "100", "-y", "30", cmd]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn keys(&self, name: &str, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", name];
+        args.extend_from_slice(keys);
+        assert!(self.run(&args).status.success());
+    }
+
+    /// Types `text` literally (no key-name interpretation).
+    fn type_text(&self, name: &str, text: &str) {
+        assert!(self.run(&["send-keys", "-t", name, "-l", text]).status.success());
+    }
+
+    fn screen(&self, name: &str) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", name]).stdout).into_owned()
+    }
+
+    fn alive(&self, name: &str) -> bool {
+        self.run(&["has-session", "-t", name]).status.success()
+    }
+
+    /// Waits until the screen satisfies `pred`; panics with the screen if it
+    /// does not within the deadline.
+    fn wait_screen(&self, name: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen(name);
+            if pred(&screen) {
+                return screen;
+            }
+            if start.elapsed() > common::DEADLINE {
+                panic!("{name}: timed out waiting for {what}; screen:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_exit(&self, name: &str) {
+        let start = Instant::now();
+        while self.alive(name) {
+            if start.elapsed() > common::DEADLINE {
+                panic!("{name} did not exit; screen:\n{}", self.screen(name));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+/// The line of the screen holding the input prompt: the last line that
+/// contains `needle`.
+fn line_with<'a>(screen: &'a str, needle: &str) -> Option<&'a str> {
+    screen.lines().rev().find(|l| l.contains(needle))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_chat_and_half_typed_text_survives_incoming_messages() {
+    let Some(tmux) = Tmux::new() else {
+        assert!(std::env::var_os("CI").is_none(), "tmux is required in CI");
+        eprintln!("SKIPPED: tmux is not installed");
+        return;
+    };
+    let srv = TestServer::start().await;
+    let mut watcher = srv.named("watcher").await;
+    let kh = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_rchat");
+    let cmd = |nick: &str| {
+        format!(
+            "env TERM=xterm-256color RCHAT_KNOWN_HOSTS={} {bin} connect {} --nick {nick}",
+            kh.path().join("known_hosts").display(),
+            srv.addr
+        )
+    };
+    let tmux = tokio::task::block_in_place(|| {
+        tmux.start("alice", &cmd("alice"));
+        tmux.start("bob", &cmd("bob"));
+        tmux
+    });
+    watcher.wait_for("alice", |l| l == "* alice joined lobby").await;
+    watcher.wait_for("bob", |l| l == "* bob joined lobby").await;
+
+    tokio::task::block_in_place(|| {
+        // Both see each other in the member list.
+        tmux.wait_screen("alice", "bob in the member list", |s| s.contains("bob"));
+        tmux.wait_screen("bob", "alice in the member list", |s| s.contains("alice"));
+
+        // Alice types half a line and stops; bob talks.
+        tmux.type_text("alice", "half typed reply");
+        tmux.wait_screen("alice", "the typed text", |s| s.contains("half typed reply"));
+        tmux.type_text("bob", "hello alice, 你好 👋");
+        tmux.keys("bob", &["Enter"]);
+        let screen = tmux.wait_screen("alice", "bob's message", |s| s.contains("hello alice"));
+        // The message arrived, and what alice was typing is intact on its line.
+        let input = line_with(&screen, "half typed reply").expect("input survives");
+        assert!(!input.contains("hello alice"), "input line was disturbed: {input:?}");
+        assert!(screen.contains("你好"), "wide characters shown:\n{screen}");
+
+        // Alice finishes her line; bob receives it.
+        tmux.type_text("alice", " done");
+        tmux.keys("alice", &["Enter"]);
+        tmux.wait_screen("bob", "alice's reply", |s| s.contains("half typed reply done"));
+    });
+    watcher.wait_for("bob's line", |l| l.starts_with("bob> hello alice")).await;
+    watcher.wait_for("alice's line", |l| l == "alice> half typed reply done").await;
+
+    tokio::task::block_in_place(|| {
+        // /quit from one, Ctrl-C from the other: both exit cleanly.
+        tmux.type_text("alice", "/quit");
+        tmux.keys("alice", &["Enter"]);
+        tmux.keys("bob", &["C-c"]);
+        tmux.wait_exit("alice");
+        tmux.wait_exit("bob");
+    });
+    watcher.wait_for("alice quit", |l| l.starts_with("* alice quit")).await;
+    watcher.wait_for("bob quit", |l| l.starts_with("* bob quit")).await;
+    srv.stop().await;
+}
