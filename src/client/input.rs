@@ -101,17 +101,28 @@ mod tests {
                 action: false
             })
         );
-        assert!(matches!(b, Action::Send(ClientMsg::Say { id: Some(ref i), action: true, .. }) if i == "c2"));
+        assert!(
+            matches!(b, Action::Send(ClientMsg::Say { id: Some(ref i), action: true, .. }) if i == "c2")
+        );
     }
 
     #[test]
     fn commands_and_errors() {
         let mut n = 0;
         assert_eq!(parse("", Some("r"), &mut n), Action::None);
-        assert_eq!(parse("hi", None, &mut n), Action::Error("you are not in a room; /join ROOM".into()));
-        assert_eq!(parse("/quit bye", None, &mut n), Action::Quit(Some("bye".into())));
+        assert_eq!(
+            parse("hi", None, &mut n),
+            Action::Error("you are not in a room; /join ROOM".into())
+        );
+        assert_eq!(
+            parse("/quit bye", None, &mut n),
+            Action::Quit(Some("bye".into()))
+        );
         assert_eq!(parse("/help", None, &mut n), Action::Help);
-        assert!(matches!(parse("/join dev", None, &mut n), Action::Send(ClientMsg::Join { .. })));
+        assert!(matches!(
+            parse("/join dev", None, &mut n),
+            Action::Send(ClientMsg::Join { .. })
+        ));
         assert!(matches!(parse("/bogus", None, &mut n), Action::Error(_)));
     }
 }
