@@ -11,7 +11,7 @@ use tokio::io::AsyncWrite;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use super::{io_reason, refuse, write_loop, Frames};
+use super::{io_reason, refuse, write_loop, Flow, Frames};
 use crate::config::ServerConfig;
 use crate::event::{Format, LeaveReason};
 use crate::proto::json::{self as wire, ClientMsg, ErrorCode, RoomInfo, ServerMsg};
@@ -133,11 +133,6 @@ struct JsonSession {
     hub: Arc<Hub>,
     outbox: Arc<Outbox>,
     config: Arc<ServerConfig>,
-}
-
-enum Flow {
-    Continue,
-    Quit,
 }
 
 impl JsonSession {

@@ -38,6 +38,12 @@ pub const DETECT_TIMEOUT: Duration = Duration::from_millis(300);
 /// A connection's framed input, boxed so both protocols share one type.
 type Frames = FramedRead<ReadHalf<Box<dyn Stream>>, LineCodec>;
 
+/// Whether a session goes on after handling a line.
+enum Flow {
+    Continue,
+    Quit,
+}
+
 /// Any byte stream a session can run on: TCP or TLS.
 pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}

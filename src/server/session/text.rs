@@ -14,7 +14,7 @@ use futures::StreamExt;
 use tokio::io::AsyncWrite;
 use tracing::{debug, info};
 
-use super::{io_reason, refuse, write_loop, Frames};
+use super::{io_reason, refuse, write_loop, Flow, Frames};
 use crate::config::ServerConfig;
 use crate::event::{Format, LeaveReason};
 use crate::names::{key_of, RoomName};
@@ -84,11 +84,6 @@ struct TextSession {
     outbox: Arc<Outbox>,
     /// The room chat lines go to; text mode has at most one.
     room: Option<RoomName>,
-}
-
-enum Flow {
-    Continue,
-    Quit,
 }
 
 impl TextSession {
