@@ -65,11 +65,9 @@ pub async fn run(cfg: ConnectConfig) -> Result<i32, AppError> {
     });
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     if interactive && !cfg.plain {
-        // TUI_HOOKUP: replaced once the TUI lands.
-        let _ = tls_on;
-        let color = std::env::var_os("NO_COLOR").is_none();
-        let stdin = tokio::io::BufReader::new(tokio::io::stdin());
-        Ok(plain::run(handle, updates, stdin, std::io::stdout(), Printer { color }).await)
+        let view = crate::client::view::ChatView::new(&cfg.addr, tls_on);
+        crate::client::tui::run(handle, updates, view).await?;
+        Ok(0)
     } else {
         let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         let stdin = tokio::io::BufReader::new(tokio::io::stdin());
