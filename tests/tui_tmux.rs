@@ -17,7 +17,10 @@ struct Tmux {
 
 impl Tmux {
     fn new() -> Option<Tmux> {
-        let ok = Command::new("tmux").arg("-V").output().map(|o| o.status.success());
+        let ok = Command::new("tmux")
+            .arg("-V")
+            .output()
+            .map(|o| o.status.success());
         if !matches!(ok, Ok(true)) {
             return None;
         }
@@ -36,8 +39,22 @@ impl Tmux {
 
     /// Starts `cmd` in a new detached 100x30 session.
     fn start(&self, name: &str, cmd: &str) {
-        let out = self.run(&["new-session", "-d", "-s", name, "-x", "100", "-y", "30", cmd]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-x",
+            "100",
+            "-y",
+            "30",
+            cmd,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn keys(&self, name: &str, keys: &[&str]) {
@@ -48,7 +65,10 @@ impl Tmux {
 
     /// Types `text` literally (no key-name interpretation).
     fn type_text(&self, name: &str, text: &str) {
-        assert!(self.run(&["send-keys", "-t", name, "-l", text]).status.success());
+        assert!(self
+            .run(&["send-keys", "-t", name, "-l", text])
+            .status
+            .success());
     }
 
     fn screen(&self, name: &str) -> String {
@@ -121,7 +141,9 @@ async fn two_users_chat_and_half_typed_text_survives_incoming_messages() {
         tmux.start("bob", &cmd("bob"));
         tmux
     });
-    watcher.wait_for("alice", |l| l == "* alice joined lobby").await;
+    watcher
+        .wait_for("alice", |l| l == "* alice joined lobby")
+        .await;
     watcher.wait_for("bob", |l| l == "* bob joined lobby").await;
 
     tokio::task::block_in_place(|| {
@@ -131,22 +153,33 @@ async fn two_users_chat_and_half_typed_text_survives_incoming_messages() {
 
         // Alice types half a line and stops; bob talks.
         tmux.type_text("alice", "half typed reply");
-        tmux.wait_screen("alice", "the typed text", |s| s.contains("half typed reply"));
+        tmux.wait_screen("alice", "the typed text", |s| {
+            s.contains("half typed reply")
+        });
         tmux.type_text("bob", "hello alice, 你好 👋");
         tmux.keys("bob", &["Enter"]);
         let screen = tmux.wait_screen("alice", "bob's message", |s| s.contains("hello alice"));
         // The message arrived, and what alice was typing is intact on its line.
         let input = line_with(&screen, "half typed reply").expect("input survives");
-        assert!(!input.contains("hello alice"), "input line was disturbed: {input:?}");
+        assert!(
+            !input.contains("hello alice"),
+            "input line was disturbed: {input:?}"
+        );
         assert!(screen.contains("你好"), "wide characters shown:\n{screen}");
 
         // Alice finishes her line; bob receives it.
         tmux.type_text("alice", " done");
         tmux.keys("alice", &["Enter"]);
-        tmux.wait_screen("bob", "alice's reply", |s| s.contains("half typed reply done"));
+        tmux.wait_screen("bob", "alice's reply", |s| {
+            s.contains("half typed reply done")
+        });
     });
-    watcher.wait_for("bob's line", |l| l.starts_with("bob> hello alice")).await;
-    watcher.wait_for("alice's line", |l| l == "alice> half typed reply done").await;
+    watcher
+        .wait_for("bob's line", |l| l.starts_with("bob> hello alice"))
+        .await;
+    watcher
+        .wait_for("alice's line", |l| l == "alice> half typed reply done")
+        .await;
 
     tokio::task::block_in_place(|| {
         // /quit from one, Ctrl-C from the other: both exit cleanly.
@@ -160,7 +193,9 @@ async fn two_users_chat_and_half_typed_text_survives_incoming_messages() {
     let mut quit = std::collections::BTreeSet::new();
     while quit.len() < 2 {
         let l = watcher
-            .wait_for("quits", |l| l.starts_with("* alice quit") || l.starts_with("* bob quit"))
+            .wait_for("quits", |l| {
+                l.starts_with("* alice quit") || l.starts_with("* bob quit")
+            })
             .await;
         quit.insert(l);
     }
