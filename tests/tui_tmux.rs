@@ -24,8 +24,11 @@ impl Tmux {
         if !matches!(ok, Ok(true)) {
             return None;
         }
+        // One tmux server per test: tests run in parallel in one process.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Some(Tmux {
-            socket: format!("rchat-test-{}", std::process::id()),
+            socket: format!("rchat-test-{}-{n}", std::process::id()),
         })
     }
 
@@ -199,5 +202,78 @@ async fn two_users_chat_and_half_typed_text_survives_incoming_messages() {
             .await;
         quit.insert(l);
     }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_use_of_a_self_signed_server_asks_and_remembers() {
+    let Some(tmux) = Tmux::new() else {
+        assert!(std::env::var_os("CI").is_none(), "tmux is required in CI");
+        eprintln!("SKIPPED: tmux is not installed");
+        return;
+    };
+    let certs = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_rchat");
+    let out = Command::new(bin)
+        .args(["gen-cert", "--out-dir"])
+        .arg(certs.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let fp = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("SHA-256 fingerprint: "))
+        .expect("fingerprint")
+        .to_string();
+    let srv = TestServer::with(rchat::config::ServerConfig {
+        tls_cert: Some(certs.path().join("cert.pem")),
+        tls_key: Some(certs.path().join("key.pem")),
+        ..Default::default()
+    })
+    .await;
+    let kh_dir = tempfile::tempdir().unwrap();
+    let kh = kh_dir.path().join("known_hosts");
+    let addr = format!("localhost:{}", srv.addr.port());
+    let cmd = |nick: &str| {
+        format!(
+            "env TERM=xterm-256color RCHAT_KNOWN_HOSTS={} {bin} connect {addr} --tls --nick {nick}",
+            kh.display()
+        )
+    };
+    tokio::task::block_in_place(|| {
+        // First use: the fingerprint is shown and the user is asked.
+        tmux.start("first", &cmd("first"));
+        let screen = tmux.wait_screen("first", "the trust prompt", |s| s.contains("[y/N]"));
+        // The fingerprint may wrap at the pane's edge.
+        assert!(
+            screen.replace('\n', "").contains(&fp),
+            "fingerprint shown:\n{screen}"
+        );
+        tmux.type_text("first", "y");
+        tmux.keys("first", &["Enter"]);
+        tmux.wait_screen("first", "the chat", |s| {
+            s.contains("TLS on") || s.contains("TLS")
+        });
+        tmux.wait_screen("first", "the lobby", |s| s.contains("lobby"));
+        let remembered = std::fs::read_to_string(&kh).expect("known_hosts written");
+        assert!(remembered.contains(&addr), "{remembered}");
+        tmux.keys("first", &["C-c"]);
+        tmux.wait_exit("first");
+
+        // Second use: no question asked.
+        tmux.start("second", &cmd("second"));
+        let screen = tmux.wait_screen("second", "the chat", |s| s.contains("lobby"));
+        assert!(!screen.contains("[y/N]"), "asked again:\n{screen}");
+        tmux.keys("second", &["C-c"]);
+        tmux.wait_exit("second");
+
+        // Saying no refuses to connect.
+        std::fs::remove_file(&kh).unwrap();
+        tmux.start("third", &cmd("third"));
+        tmux.wait_screen("third", "the trust prompt", |s| s.contains("[y/N]"));
+        tmux.keys("third", &["Enter"]);
+        tmux.wait_exit("third");
+        assert!(!kh.exists() || !std::fs::read_to_string(&kh).unwrap().contains(&addr));
+    });
     srv.stop().await;
 }
