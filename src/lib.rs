@@ -3,6 +3,7 @@
 //! The library holds everything; the `rchat` binary only parses its command
 //! line and calls in here.
 
+pub mod bench;
 pub mod cert;
 pub mod client;
 pub mod config;
@@ -10,3 +11,4 @@ pub mod event;
 pub mod names;
 pub mod proto;
 pub mod server;
+pub mod store;

@@ -1,0 +1,1 @@
+//! The load generator behind `rchat bench` (in progress).
