@@ -113,9 +113,15 @@ struct GenCertArgs {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // The client draws on the terminal; a stray log line would corrupt the
+    // screen, so it logs only when asked to with RUST_LOG.
+    let default_filter = match cli.command {
+        Command::Connect(_) => "off",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
