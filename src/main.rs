@@ -31,6 +31,42 @@ enum Command {
     Connect(ConnectArgs),
     /// Write a self-signed certificate and key for `serve --tls-cert/--tls-key`.
     GenCert(GenCertArgs),
+    /// Measure a line-based chat server: throughput, loss, order, latency.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Server address (loopback for load tests).
+    addr: SocketAddr,
+    /// Clients to connect; every one receives.
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
+    /// How many of the clients send.
+    #[arg(long, default_value_t = 10)]
+    senders: usize,
+    /// Messages per second over all senders (open loop), or `max`.
+    #[arg(long, default_value = "max")]
+    rate: rchat::bench::Rate,
+    /// Each sender's messages in flight until every other client has them
+    /// (closed loop); 0 for no bound.
+    #[arg(long, default_value_t = 16)]
+    window: usize,
+    /// Bytes per message line, token included.
+    #[arg(long, default_value_t = 128)]
+    size: usize,
+    /// Seconds measured, after the warm-up.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of warm-up not counted.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Write the full report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -130,6 +166,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve(args),
         Command::Connect(args) => connect(args),
         Command::GenCert(args) => gen_cert(args),
+        Command::Bench(args) => bench(args),
     };
     match result {
         Ok(0) => std::process::ExitCode::SUCCESS,
@@ -224,6 +261,32 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<u8> {
+    let secs = |s: f64, what: &str| {
+        std::time::Duration::try_from_secs_f64(s)
+            .map_err(|_| anyhow::anyhow!("--{what} must be a number of seconds"))
+    };
+    let mut config = rchat::bench::BenchConfig::new(args.addr);
+    config.clients = args.clients;
+    config.senders = args.senders;
+    config.rate = args.rate;
+    config.window = args.window;
+    config.size = args.size;
+    config.duration = secs(args.duration, "duration")?;
+    config.warmup = secs(args.warmup, "warmup")?;
+    config.quiet = args.quiet;
+    raise_fd_limit();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let report = runtime.block_on(rchat::bench::run(&config))?;
+    println!("{}", report.table());
+    if let Some(path) = args.out {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(&path, json)
+            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+    }
+    Ok(0)
 }
 
 fn gen_cert(args: GenCertArgs) -> anyhow::Result<u8> {

@@ -1,0 +1,465 @@
+//! One benchmark client: connects, waits for its greeting, hands its write
+//! half to the coordinator, then reads and checks everything it receives
+//! until told to stop.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::frame::{Arrival, Frame, Framer, OrderTracker};
+use super::shared::{Shared, Timeline, GREET_RCHAT, GREET_SILENT, GREET_UNKNOWN};
+use super::token::{self, Parsed};
+use super::BenchError;
+
+/// How long a client waits for any greeting before deciding the server
+/// does not send one (as `ncat --chat` does not), unless another client has
+/// already seen an rchat greeting.
+const GREETING_IDLE: Duration = Duration::from_secs(1);
+
+/// The line rchat sends once a text client is in its room.
+const ROOM_CONFIRMATION: &[u8] = b"* you are now in ";
+
+/// Tracks the join notices a client still expects before the start.
+///
+/// rchat tells each joining client how many members the room has; every
+/// client that joins later produces one `* NICK joined ROOM` line. A client
+/// has *settled* once it has read all of them, so that no join notice is
+/// still in flight when the measurement starts.
+#[derive(Debug, Default)]
+struct Settle {
+    /// ` joined ROOM`, the ending of the lines to count.
+    suffix: Vec<u8>,
+    left: usize,
+    done: bool,
+}
+
+impl Settle {
+    /// Counts one pre-start line; returns true when this settles.
+    fn line(&mut self, line: &[u8]) -> bool {
+        if self.done || !line.starts_with(b"* ") || !line.ends_with(&self.suffix) {
+            return false;
+        }
+        self.left = self.left.saturating_sub(1);
+        self.left == 0
+    }
+}
+
+/// Parses rchat's `* you are now in ROOM (just you); ...` or
+/// `* you are now in ROOM (N members); ...` into the room and `N`.
+fn room_confirmation(line: &[u8]) -> Option<(&[u8], usize)> {
+    let rest = line.strip_prefix(ROOM_CONFIRMATION)?;
+    let paren = rest.iter().position(|&b| b == b'(')?;
+    let room = rest[..paren].strip_suffix(b" ")?;
+    let inside = &rest[paren + 1..];
+    if inside.starts_with(b"just you)") {
+        return Some((room, 1));
+    }
+    let digits = inside.iter().take_while(|b| b.is_ascii_digit()).count();
+    if !inside[digits..].starts_with(b" members)") {
+        return None;
+    }
+    let n = std::str::from_utf8(&inside[..digits]).ok()?.parse().ok()?;
+    Some((room, n))
+}
+
+/// What a client hands the coordinator once it is ready.
+pub(crate) struct Ready {
+    pub(crate) idx: usize,
+    pub(crate) writer: OwnedWriteHalf,
+    /// From starting to connect until the TCP connection was up.
+    pub(crate) tcp: Duration,
+    /// From starting to connect until the greeting was read.
+    pub(crate) ready: Duration,
+    /// Whether an rchat greeting was seen (otherwise the server sent none).
+    pub(crate) greeted: bool,
+}
+
+/// What one client counted while receiving.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct RecvStats {
+    /// First arrivals of messages stamped inside the measured window.
+    pub(crate) deliveries: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) order_violations: u64,
+    /// Lines received after the start that carried no valid token.
+    pub(crate) unparsed_lines: u64,
+    /// Of those, lines with the token marker but no well-formed token.
+    pub(crate) malformed_tokens: u64,
+    /// Well-formed tokens this run did not send to this client: unknown
+    /// sender, a sequence number not yet issued, or its own message.
+    pub(crate) unexpected_tokens: u64,
+    /// The connection ended before the run did.
+    pub(crate) disconnected: bool,
+}
+
+pub(crate) struct ClientTask {
+    pub(crate) idx: usize,
+    pub(crate) addr: SocketAddr,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) connect_slots: Arc<Semaphore>,
+    pub(crate) ready_tx: mpsc::Sender<Result<Ready, BenchError>>,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl ClientTask {
+    pub(crate) async fn run(self) -> RecvStats {
+        let ClientTask {
+            idx,
+            addr,
+            shared,
+            connect_slots,
+            ready_tx,
+            cancel,
+        } = self;
+        let began = Instant::now();
+        let permit = connect_slots.acquire_owned().await;
+        let stream = match TcpStream::connect(addr).await {
+            Ok(s) => s,
+            Err(source) => {
+                let _ = ready_tx
+                    .send(Err(BenchError::Connect {
+                        client: idx,
+                        addr,
+                        source,
+                    }))
+                    .await;
+                return RecvStats::default();
+            }
+        };
+        drop(permit);
+        let tcp = began.elapsed();
+        let _ = stream.set_nodelay(true);
+        let (mut reader, writer) = stream.into_split();
+        let mut rx = Receiver::new(idx, shared.clone());
+        let greeted = match rx.greet(&mut reader, began + tcp).await {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e)).await;
+                return RecvStats::default();
+            }
+        };
+        let ready = Ready {
+            idx,
+            writer,
+            tcp,
+            ready: began.elapsed(),
+            greeted,
+        };
+        if ready_tx.send(Ok(ready)).await.is_err() {
+            return RecvStats::default();
+        }
+        drop(ready_tx);
+        rx.receive(&mut reader, &cancel).await;
+        rx.stats
+    }
+}
+
+/// The receiving side of one client.
+pub(crate) struct Receiver {
+    idx: usize,
+    shared: Arc<Shared>,
+    framer: Framer,
+    order: OrderTracker,
+    buf: Vec<u8>,
+    stats: RecvStats,
+    /// Latency samples (ns) of the current read, recorded in one go.
+    samples: Vec<u64>,
+    /// First arrivals of the current read, any stamp.
+    fresh: u64,
+    settle: Settle,
+}
+
+impl Receiver {
+    pub(crate) fn new(idx: usize, shared: Arc<Shared>) -> Receiver {
+        // Big reads when there are few clients (throughput), small buffers
+        // when there are many (memory).
+        let buf_len = if shared.clients <= 256 {
+            32 * 1024
+        } else {
+            8 * 1024
+        };
+        let max_line = (shared.size + token::MAX_TOKEN_LEN).max(64 * 1024);
+        Receiver {
+            idx,
+            framer: Framer::new(max_line),
+            order: OrderTracker::new(shared.senders),
+            buf: vec![0; buf_len],
+            stats: RecvStats::default(),
+            samples: Vec::new(),
+            fresh: 0,
+            settle: Settle::default(),
+            shared,
+        }
+    }
+
+    /// Reads until the server's greeting is complete. Returns whether an
+    /// rchat greeting was seen; `false` means the server sent nothing
+    /// within [`GREETING_IDLE`] and no other client has seen a greeting
+    /// either. Lines after the greeting in the same read count towards
+    /// settling.
+    async fn greet(
+        &mut self,
+        reader: &mut OwnedReadHalf,
+        connected: Instant,
+    ) -> Result<bool, BenchError> {
+        let idle_until = tokio::time::Instant::from_std(connected + GREETING_IDLE);
+        let shared = self.shared.clone();
+        let mode = &shared.greet_mode;
+        let mut saw_notice = false;
+        loop {
+            let read = if saw_notice || mode.load(Ordering::Relaxed) == GREET_RCHAT {
+                reader.read(&mut self.buf).await
+            } else {
+                match tokio::time::timeout_at(idle_until, reader.read(&mut self.buf)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let _ = mode.compare_exchange(
+                            GREET_UNKNOWN,
+                            GREET_SILENT,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
+                        if mode.load(Ordering::Relaxed) == GREET_RCHAT {
+                            continue;
+                        }
+                        self.settled();
+                        return Ok(false);
+                    }
+                }
+            };
+            let n = match read {
+                Ok(0) => {
+                    return Err(BenchError::Closed {
+                        client: self.idx,
+                        reason: "the server closed the connection".into(),
+                    })
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    return Err(BenchError::Closed {
+                        client: self.idx,
+                        reason: e.to_string(),
+                    })
+                }
+            };
+            let mut done = false;
+            let mut settled = false;
+            let mut refused = None;
+            let settle = &mut self.settle;
+            let clients = self.shared.clients;
+            self.framer.feed(&self.buf[..n], |frame| {
+                let Frame::Line(line) = frame else { return };
+                if refused.is_some() {
+                    return;
+                }
+                if done {
+                    settled |= settle.line(line);
+                } else if line.starts_with(b"* error:") {
+                    refused = Some(String::from_utf8_lossy(line).into_owned());
+                } else if line.starts_with(ROOM_CONFIRMATION) {
+                    done = true;
+                    match room_confirmation(line) {
+                        Some((room, members)) if members < clients => {
+                            settle.suffix = [&b" joined "[..], room].concat();
+                            settle.left = clients - members;
+                        }
+                        // Nobody is expected to join after this client (or
+                        // the line is not quite rchat's).
+                        _ => settled = true,
+                    }
+                } else if line.starts_with(b"* ") {
+                    saw_notice = true;
+                }
+            });
+            if settled {
+                self.settled();
+            }
+            if let Some(line) = refused {
+                return Err(BenchError::Refused {
+                    client: self.idx,
+                    line,
+                });
+            }
+            if saw_notice || done {
+                mode.store(GREET_RCHAT, Ordering::Relaxed);
+            }
+            if done {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Reads and checks lines until cancelled or the connection ends.
+    async fn receive(&mut self, reader: &mut OwnedReadHalf, cancel: &CancellationToken) {
+        let mut timeline: Option<Timeline> = None;
+        loop {
+            let read = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                r = reader.read(&mut self.buf) => r,
+            };
+            let n = match read {
+                Ok(0) | Err(_) => {
+                    self.stats.disconnected = true;
+                    break;
+                }
+                Ok(n) => n,
+            };
+            let now_ns = self.shared.now_ns();
+            if timeline.is_none() {
+                timeline = self.shared.timeline();
+            }
+            let Some(tl) = timeline else {
+                // Before the start only join notices arrive: count them
+                // towards settling, nothing else.
+                let settle = &mut self.settle;
+                let mut settled = false;
+                self.framer.feed(&self.buf[..n], |frame| {
+                    if let Frame::Line(line) = frame {
+                        settled |= settle.line(line);
+                    }
+                });
+                if settled {
+                    self.settled();
+                }
+                continue;
+            };
+            let Receiver {
+                framer,
+                buf,
+                order,
+                stats,
+                samples,
+                fresh,
+                shared,
+                idx,
+                settle: _,
+            } = self;
+            framer.feed(&buf[..n], |frame| {
+                on_frame(
+                    frame, now_ns, &tl, *idx, shared, order, stats, samples, fresh,
+                )
+            });
+            self.flush();
+        }
+        self.flush();
+    }
+
+    /// Marks this client settled, once.
+    fn settled(&mut self) {
+        if !std::mem::replace(&mut self.settle.done, true) {
+            self.shared.settled.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.fresh > 0 {
+            self.shared
+                .delivered
+                .fetch_add(self.fresh, Ordering::Relaxed);
+            self.fresh = 0;
+        }
+        self.shared.record_latencies(self.idx, &self.samples);
+        self.samples.clear();
+    }
+}
+
+/// Classifies one received line and counts it.
+#[allow(clippy::too_many_arguments)]
+fn on_frame(
+    frame: Frame<'_>,
+    now_ns: u64,
+    tl: &Timeline,
+    me: usize,
+    shared: &Shared,
+    order: &mut OrderTracker,
+    stats: &mut RecvStats,
+    samples: &mut Vec<u64>,
+    fresh: &mut u64,
+) {
+    let line = match frame {
+        Frame::Line(line) => line,
+        Frame::TooLong => {
+            stats.unparsed_lines += 1;
+            return;
+        }
+    };
+    let t = match token::parse(line) {
+        Parsed::Token(t) => t,
+        Parsed::NoToken => {
+            stats.unparsed_lines += 1;
+            return;
+        }
+        Parsed::Malformed => {
+            stats.unparsed_lines += 1;
+            stats.malformed_tokens += 1;
+            return;
+        }
+    };
+    let sender = match usize::try_from(t.sender) {
+        Ok(s) if s < shared.senders && s != me => s,
+        _ => {
+            stats.unexpected_tokens += 1;
+            return;
+        }
+    };
+    let st = &shared.per_sender[sender];
+    if t.seq >= st.issued.load(Ordering::Acquire) {
+        stats.unexpected_tokens += 1;
+        return;
+    }
+    match order.observe(sender, t.seq) {
+        Arrival::Duplicate => {
+            stats.duplicates += 1;
+            return;
+        }
+        Arrival::Late => stats.order_violations += 1,
+        Arrival::InOrder => {}
+    }
+    *fresh += 1;
+    st.arrived(t.seq, shared.receivers);
+    if tl.measured(t.sent_ns) {
+        stats.deliveries += 1;
+        samples.push(now_ns.saturating_sub(t.sent_ns));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rchat_room_confirmations() {
+        assert_eq!(
+            room_confirmation(b"* you are now in lobby (just you); /who lists them"),
+            Some((&b"lobby"[..], 1))
+        );
+        assert_eq!(
+            room_confirmation(b"* you are now in Dev-2 (17 members); /who lists them"),
+            Some((&b"Dev-2"[..], 17))
+        );
+        assert_eq!(room_confirmation(b"* you are now in lobby"), None);
+        assert_eq!(room_confirmation(b"* you are now in lobby (many)"), None);
+        assert_eq!(room_confirmation(b"* welcome to rchat"), None);
+    }
+
+    #[test]
+    fn settles_after_the_expected_join_notices() {
+        let mut s = Settle {
+            suffix: b" joined lobby".to_vec(),
+            left: 2,
+            done: false,
+        };
+        assert!(!s.line(b"* guest3 joined lobby"));
+        assert!(!s.line(b"guest3> * x joined lobby"));
+        assert!(!s.line(b"* guest4 quit"));
+        assert!(s.line(b"* guest4 joined lobby"));
+    }
+}

@@ -1,0 +1,285 @@
+//! The results of a run: a serialisable [`Report`] and its text table.
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Everything a run measured. Serialises to JSON for `--out`.
+///
+/// Counts of messages, deliveries, loss and latency cover only messages
+/// stamped inside the measured window (after the warm-up, before the end);
+/// duplicates, order violations, unparsed lines and unexpected tokens are
+/// counted over the whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The settings the run used.
+    pub settings: Settings,
+    pub connect: ConnectStats,
+    /// Messages written in the measured window.
+    pub messages_sent: u64,
+    pub messages_per_sec: f64,
+    /// Messages written during the warm-up (not counted elsewhere).
+    pub warmup_messages: u64,
+    /// `messages_sent × (clients − 1)`: every other client should get each.
+    pub expected_deliveries: u64,
+    /// First arrivals of measured messages, over all receivers.
+    pub deliveries: u64,
+    pub deliveries_per_sec: f64,
+    /// `expected_deliveries − deliveries`.
+    pub loss: u64,
+    /// `loss / expected_deliveries` (0 when nothing was expected).
+    pub loss_ratio: f64,
+    /// Messages a receiver got more than once (each extra copy counts).
+    pub duplicates: u64,
+    /// Messages that arrived after a later message from the same sender,
+    /// per receiver.
+    pub order_violations: u64,
+    /// Lines received after the start that held no valid token: server
+    /// notices, errors, garbage, over-long lines.
+    pub unparsed_lines: u64,
+    /// Of `unparsed_lines`, those with the token marker `#b:` but no
+    /// well-formed token after it.
+    pub malformed_tokens: u64,
+    /// Well-formed tokens this run did not send to that receiver (unknown
+    /// sender or sequence number, or the receiver's own message echoed).
+    pub unexpected_tokens: u64,
+    /// Clients whose connection failed or was closed before the end.
+    pub disconnects: u64,
+    /// Whether every message sent arrived everywhere before the grace
+    /// period ran out.
+    pub drained: bool,
+    /// End-to-end latency of `deliveries`, from the send time embedded in
+    /// the token to the read that returned the line.
+    pub latency: LatencyStats,
+}
+
+/// The settings of a run, as reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub addr: SocketAddr,
+    pub clients: usize,
+    pub senders: usize,
+    /// Total messages per second over all senders; `None` (JSON `null`)
+    /// means as fast as possible.
+    pub rate: Option<f64>,
+    /// In-flight messages allowed per sender; 0 means unbounded.
+    pub window: usize,
+    pub size: usize,
+    pub duration_secs: f64,
+    pub warmup_secs: f64,
+    pub grace_secs: f64,
+}
+
+/// Connection set-up.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectStats {
+    /// From the first connect until every client was connected and greeted.
+    pub total_ms: f64,
+    /// Clients that saw an rchat greeting (0 against a server that sends
+    /// none, such as `ncat --chat`).
+    pub greeted: usize,
+    /// TCP connect time per connection.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Time per connection until its greeting was read. rchat waits up to
+    /// 300 ms for a first line before greeting, so expect about that much.
+    pub ready_p50_ms: f64,
+    pub ready_p99_ms: f64,
+    /// After everyone was greeted, how long until every client had read the
+    /// join notices of the clients that joined after it.
+    pub settle_ms: f64,
+}
+
+/// Latency percentiles, in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyStats {
+    pub samples: u64,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl ConnectStats {
+    pub(crate) fn new(total: Duration, tcp: &mut [Duration], ready: &mut [Duration]) -> Self {
+        tcp.sort_unstable();
+        ready.sort_unstable();
+        ConnectStats {
+            total_ms: ms(total),
+            greeted: 0,
+            p50_ms: ms(percentile(tcp, 0.50)),
+            p99_ms: ms(percentile(tcp, 0.99)),
+            max_ms: ms(tcp.last().copied().unwrap_or_default()),
+            ready_p50_ms: ms(percentile(ready, 0.50)),
+            ready_p99_ms: ms(percentile(ready, 0.99)),
+            settle_ms: 0.0,
+        }
+    }
+}
+
+impl LatencyStats {
+    pub(crate) fn from_histogram(h: &Histogram<u64>) -> Self {
+        let ns = |v: u64| v as f64 / 1e6;
+        if h.is_empty() {
+            return LatencyStats {
+                samples: 0,
+                mean_ms: 0.0,
+                p50_ms: 0.0,
+                p90_ms: 0.0,
+                p99_ms: 0.0,
+                p999_ms: 0.0,
+                max_ms: 0.0,
+            };
+        }
+        LatencyStats {
+            samples: h.len(),
+            mean_ms: h.mean() / 1e6,
+            p50_ms: ns(h.value_at_quantile(0.50)),
+            p90_ms: ns(h.value_at_quantile(0.90)),
+            p99_ms: ns(h.value_at_quantile(0.99)),
+            p999_ms: ns(h.value_at_quantile(0.999)),
+            max_ms: ns(h.max()),
+        }
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+impl Report {
+    /// A human-readable summary, one fact per line.
+    pub fn table(&self) -> String {
+        let s = &self.settings;
+        let c = &self.connect;
+        let l = &self.latency;
+        let rate = match s.rate {
+            Some(r) => format!("{} msg/s", fmt_num(r)),
+            None => "max".to_string(),
+        };
+        let window = match s.window {
+            0 => "unbounded".to_string(),
+            w => w.to_string(),
+        };
+        let mut out = String::new();
+        let mut row = |k: &str, v: String| {
+            let _ = writeln!(out, "{k:<16}{v}");
+        };
+        row(
+            "target",
+            format!(
+                "{}, {} clients ({} sending), rate {rate}, window {window}, {} B messages",
+                s.addr, s.clients, s.senders, s.size
+            ),
+        );
+        row(
+            "duration",
+            format!(
+                "{:.1} s measured after {:.1} s warm-up",
+                s.duration_secs, s.warmup_secs
+            ),
+        );
+        row(
+            "connect",
+            format!(
+                "{} clients in {:.1} ms; per connection p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                s.clients, c.total_ms, c.p50_ms, c.p99_ms, c.max_ms
+            ),
+        );
+        row(
+            "greeting",
+            format!(
+                "{} of {} greeted; ready p50 {:.1} ms, p99 {:.1} ms; join notices drained in {:.1} ms",
+                c.greeted, s.clients, c.ready_p50_ms, c.ready_p99_ms, c.settle_ms
+            ),
+        );
+        row(
+            "sent",
+            format!(
+                "{} messages ({}/s), {} more in warm-up",
+                self.messages_sent,
+                fmt_num(self.messages_per_sec),
+                self.warmup_messages
+            ),
+        );
+        row(
+            "deliveries",
+            format!(
+                "{} of {} expected ({}/s)",
+                self.deliveries,
+                self.expected_deliveries,
+                fmt_num(self.deliveries_per_sec)
+            ),
+        );
+        row(
+            "loss",
+            format!(
+                "{} ({:.3}%){}",
+                self.loss,
+                self.loss_ratio * 100.0,
+                if self.drained {
+                    ""
+                } else {
+                    "; grace period ran out before everything arrived"
+                }
+            ),
+        );
+        row("duplicates", self.duplicates.to_string());
+        row("out of order", self.order_violations.to_string());
+        row(
+            "unparsed lines",
+            format!(
+                "{} ({} malformed tokens); {} unexpected tokens",
+                self.unparsed_lines, self.malformed_tokens, self.unexpected_tokens
+            ),
+        );
+        row("disconnects", self.disconnects.to_string());
+        row(
+            "latency",
+            format!(
+                "p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms ({} samples)",
+                l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.samples
+            ),
+        );
+        out
+    }
+}
+
+/// A rate or count with no more precision than it deserves.
+fn fmt_num(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&v, 0.5), Duration::from_millis(50));
+        assert_eq!(percentile(&v, 0.99), Duration::from_millis(99));
+        assert_eq!(percentile(&v, 1.0), Duration::from_millis(100));
+        assert_eq!(percentile(&v[..1], 0.99), Duration::from_millis(1));
+        assert_eq!(percentile(&[], 0.99), Duration::ZERO);
+    }
+}

@@ -1,0 +1,125 @@
+//! One sending client: writes numbered, timestamped messages, open loop at a
+//! fixed rate, closed loop under a window, or both.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::time::Instant;
+
+use super::shared::{Shared, Timeline};
+use super::token::Token;
+
+/// Most bytes written per batch; a batch is one `write_all`.
+const BATCH_BYTES: usize = 64 * 1024;
+/// Most messages per batch.
+const BATCH_MESSAGES: usize = 256;
+
+pub(crate) struct SendTask {
+    pub(crate) idx: usize,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) writer: OwnedWriteHalf,
+    pub(crate) timeline: Timeline,
+    /// Messages per second for this sender, or `None` for as fast as the
+    /// window allows.
+    pub(crate) rate: Option<f64>,
+    /// A write still blocked then is abandoned.
+    pub(crate) hard_deadline: Instant,
+}
+
+impl SendTask {
+    /// Sends until the end of the timeline, then returns the write half, so
+    /// that the connection stays open until the receivers are done.
+    pub(crate) async fn run(self) -> (usize, OwnedWriteHalf) {
+        let SendTask {
+            idx,
+            shared,
+            mut writer,
+            timeline: tl,
+            rate,
+            hard_deadline,
+        } = self;
+        let st = &shared.per_sender[idx];
+        let end = Instant::from_std(shared.instant(tl.end_ns));
+        let size = shared.size;
+        let window = shared.window as u64;
+        let batch_max = (BATCH_BYTES / (size + 1)).clamp(1, BATCH_MESSAGES);
+        // Open loop: message i of this sender is due at
+        // start + (i * senders + idx) / total_rate, which spreads the
+        // senders evenly over each interval.
+        let total_rate = rate.map(|r| r * shared.senders as f64);
+        let due_ns = |i: u64| -> u64 {
+            let r = total_rate.unwrap_or(f64::INFINITY);
+            let offset = (i as f64 * shared.senders as f64 + idx as f64) * 1e9 / r;
+            tl.start_ns.saturating_add(offset as u64)
+        };
+        let mut buf = Vec::with_capacity(batch_max * (size + 1));
+        let mut seq: u64 = 0;
+        loop {
+            let mut n = batch_max as u64;
+            if window > 0 {
+                let in_flight = seq - st.completed.load(Ordering::Acquire);
+                if in_flight >= window {
+                    tokio::select! {
+                        _ = st.room.notified() => continue,
+                        _ = tokio::time::sleep_until(end) => break,
+                    }
+                }
+                n = n.min(window - in_flight);
+            }
+            let now_ns = shared.now_ns();
+            if now_ns >= tl.end_ns {
+                break;
+            }
+            if rate.is_some() {
+                let next = due_ns(seq);
+                if next >= tl.end_ns {
+                    break;
+                }
+                if next > now_ns {
+                    tokio::time::sleep_until(Instant::from_std(shared.instant(next))).await;
+                    continue;
+                }
+                // Catch up on everything already due (bursting if behind).
+                let mut due = 1;
+                while due < n && due_ns(seq + due) <= now_ns {
+                    due += 1;
+                }
+                n = due;
+            }
+            buf.clear();
+            let mut measured = 0;
+            for i in seq..seq + n {
+                // Open loop stamps the scheduled time, so a sender that falls
+                // behind shows up as latency (no coordinated omission).
+                let sent_ns = if rate.is_some() { due_ns(i) } else { now_ns };
+                if tl.measured(sent_ns) {
+                    measured += 1;
+                }
+                st.arm(i);
+                Token {
+                    sender: idx as u64,
+                    seq: i,
+                    sent_ns,
+                }
+                .write_line(&mut buf, size);
+            }
+            // Receivers accept a sequence number only once it is issued, and
+            // the window slots are armed before that.
+            st.issued.store(seq + n, Ordering::Release);
+            match tokio::time::timeout_at(hard_deadline, writer.write_all(&buf)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    st.failed.store(true, Ordering::Relaxed);
+                    break;
+                }
+                Err(_) => break,
+            }
+            seq += n;
+            st.written.fetch_add(n, Ordering::Release);
+            st.window_sent.fetch_add(measured, Ordering::Relaxed);
+        }
+        (idx, writer)
+    }
+}
