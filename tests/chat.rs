@@ -111,6 +111,9 @@ async fn join_rooms_and_who() {
         .await;
     a.send("/who").await;
     a.expect("* lobby (2): alice, bob").await;
+    a.send("/part").await;
+    a.expect("* error: here you are always in exactly one room; /join another to leave this one")
+        .await;
     b.send("/join rust").await;
     b.expect("* you are now in rust (just you); /who lists them")
         .await;

@@ -290,7 +290,13 @@ async fn connect(opts: &Options, me: &Identity) -> Result<(Lines, Writer, Server
         Some(Ok(line)) => match wire::decode_server(line.as_bytes()) {
             Ok(welcome @ ServerMsg::Welcome { .. }) => Ok((lines, writer, welcome)),
             Ok(ServerMsg::Error { message, .. }) => Err(ConnError::Refused(message)),
-            _ => Err(ConnError::NoWelcome),
+            // Refusals made before the protocol is known are text lines.
+            _ => match line.strip_prefix("* error: ") {
+                Some(why) => Err(ConnError::Refused(
+                    crate::proto::sanitize::clean(why).into_owned(),
+                )),
+                None => Err(ConnError::NoWelcome),
+            },
         },
         Some(Err(_)) | None => Err(ConnError::NoWelcome),
     }

@@ -60,6 +60,10 @@ pub fn parse(line: &str, room: Option<&str>, next_id: &mut u64) -> Action {
                 id: id(),
                 room: r.to_string(),
             }),
+            Command::Part(r) => match r.map(str::to_string).or(room.map(str::to_string)) {
+                Some(room) => Action::Send(ClientMsg::Part { id: id(), room }),
+                None => Action::Error("you are not in a room".into()),
+            },
             Command::Rooms => Action::Send(ClientMsg::Rooms { id: id() }),
             Command::Who => {
                 let id = id();

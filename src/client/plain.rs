@@ -147,9 +147,11 @@ where
     let mut failed = false;
     let mut stdin_open = true;
     let mut quitting = false;
+    // A join in flight: later lines wait, so chat goes to the new room.
+    let mut joining: Option<String> = None;
     loop {
         // Lines are read only once we know which room chat goes to.
-        let can_read = stdin_open && !quitting && room.is_some();
+        let can_read = stdin_open && !quitting && room.is_some() && joining.is_none();
         if !stdin_open && !quitting && outstanding.is_empty() && room.is_some() {
             quitting = true;
             if handle.send(ClientMsg::Quit { reason: None }).await.is_err() {
@@ -162,6 +164,9 @@ where
                     Action::None => {}
                     Action::Send(msg) => {
                         if let Some(id) = request_id(&msg) {
+                            if matches!(msg, ClientMsg::Join { .. }) {
+                                joining = Some(id.clone());
+                            }
                             outstanding.insert(id);
                         }
                         if handle.send(msg).await.is_err() {
@@ -190,6 +195,13 @@ where
                 let Some(update) = update else { break };
                 match update {
                     Update::Msg(msg) => {
+                        let answered = match &msg {
+                            ServerMsg::Ack { id, .. } | ServerMsg::Error { id: Some(id), .. } => Some(id),
+                            _ => None,
+                        };
+                        if answered.is_some() && answered == joining.as_ref() {
+                            joining = None;
+                        }
                         match &msg {
                             ServerMsg::RoomState { room: r, .. } => room = Some(r.clone()),
                             ServerMsg::Ack { id, .. }

@@ -22,7 +22,9 @@ pub const VERSION: u32 = 1;
 /// A request from the client. `id` fields are chosen by the client and
 /// echoed in the matching [`ServerMsg::Ack`] or [`ServerMsg::Error`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+// Unknown fields are ignored, so a newer client's hello still selects JSON
+// on this server.
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMsg {
     /// First line of a JSON connection.
     Hello {
@@ -483,6 +485,10 @@ mod tests {
         ));
         assert!(!is_hello(b"hello"));
         assert!(!is_hello(br#"{"type":"say","room":"x","text":"y"}"#));
+        // A newer client's extra fields do not turn it into a text client.
+        assert!(is_hello(
+            br#"{"type":"hello","proto":"rchat","version":1,"caps":["x"]}"#
+        ));
     }
 
     #[test]

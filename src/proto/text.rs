@@ -24,6 +24,8 @@ pub enum Input<'a> {
 pub enum Command<'a> {
     Nick(&'a str),
     Join(&'a str),
+    /// Leave a room (the current one if none is named).
+    Part(Option<&'a str>),
     Rooms,
     Who,
     Msg {
@@ -61,6 +63,8 @@ pub fn parse(line: &str) -> Input<'_> {
     let cmd = match name.to_ascii_lowercase().as_str() {
         "nick" => one_word(args).map_or(Command::Usage("/nick NAME"), Command::Nick),
         "join" => one_word(args).map_or(Command::Usage("/join ROOM"), Command::Join),
+        "part" | "leave" if args.contains([' ', '\t']) => Command::Usage("/part [ROOM]"),
+        "part" | "leave" => Command::Part((!args.is_empty()).then_some(args)),
         "rooms" | "list" => Command::Rooms,
         "who" | "names" => Command::Who,
         "msg" | "query" => match args.split_once([' ', '\t']) {
@@ -160,6 +164,8 @@ mod tests {
             ("/nick a b", Usage("/nick NAME")),
             ("/join #dev", Join("#dev")),
             ("/rooms", Rooms),
+            ("/part", Part(None)),
+            ("/part dev", Part(Some("dev"))),
             ("/who", Who),
             (
                 "/msg bob hi there",

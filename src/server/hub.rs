@@ -72,8 +72,10 @@ pub struct Joined {
 }
 
 /// Where a message was placed in its room's order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Posted {
+    /// The room as the server spells it.
+    pub room: RoomName,
     pub seq: u64,
     pub ts_ms: u64,
 }
@@ -345,6 +347,7 @@ impl Hub {
             .ok_or_else(|| HubError::NoSuchRoom(room.to_string()))?;
         room.last_seq += 1;
         let posted = Posted {
+            room: room.name.clone(),
             seq: room.last_seq,
             ts_ms: now_ms(),
         };

@@ -37,6 +37,18 @@ fn code_of(e: &HubError) -> ErrorCode {
     }
 }
 
+/// The longest prefix of `s` within `max` bytes, cut at a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 fn room_state(joined: &Joined) -> Outgoing {
     out(&ServerMsg::RoomState {
         room: joined.room.to_string(),
@@ -212,7 +224,7 @@ impl JsonSession {
                         if let Some(id) = id {
                             self.send(&ServerMsg::Ack {
                                 id,
-                                room: Some(room),
+                                room: Some(posted.room.to_string()),
                                 seq: Some(posted.seq),
                                 ts: Some(posted.ts_ms),
                             });
@@ -257,8 +269,9 @@ impl JsonSession {
             ClientMsg::Ping { token } => self.send(&ServerMsg::Pong { token }),
             ClientMsg::Pong { .. } => {}
             ClientMsg::Quit { reason } => {
+                let max = self.config.max_line;
                 let reason = reason
-                    .map(|r| sanitize::clean(&r).into_owned())
+                    .map(|r| truncate(&sanitize::clean(&r), max).to_string())
                     .filter(|r| !r.trim().is_empty());
                 self.send(&ServerMsg::Bye {
                     reason: "goodbye".into(),

@@ -173,6 +173,8 @@ impl TextSession {
                     self.join(room);
                 }
             }
+            Command::Part(_) => self
+                .error("here you are always in exactly one room; /join another to leave this one"),
             Command::Rooms => {
                 let rooms = self.hub.rooms();
                 let list: Vec<String> = rooms.iter().map(|(n, c)| format!("{n} ({c})")).collect();
