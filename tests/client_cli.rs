@@ -235,3 +235,25 @@ async fn trust_on_first_use_pins_and_refuses_a_changed_certificate() {
     assert!(stderr.contains("WARNING"), "{stderr}");
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_after_a_join_go_to_the_new_room() {
+    let srv = TestServer::start().await;
+    let mut watcher = srv.named("watcher").await;
+    watcher.send("/join dev").await;
+    watcher
+        .wait_for("joined", |l| l.starts_with("* you are now in dev"))
+        .await;
+    let addr = srv.addr.to_string();
+    let kh = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking({
+        let kh = kh.path().join("known_hosts");
+        move || connect(&[&addr, "--nick", "mover"], "/join dev\nin dev now\n", &kh)
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    watcher.expect("* mover joined dev").await;
+    watcher.expect("mover> in dev now").await;
+    srv.stop().await;
+}
