@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// Longest timeout accepted, so deadlines never overflow the clock.
+const MAX_TIMEOUT_SECS: u64 = 86_400;
+
 /// Default listening address: loopback only, the classic port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1234";
 
@@ -117,6 +120,17 @@ impl ServerConfig {
         .contains(&0)
         {
             return bad("timeouts must be at least 1 second");
+        }
+        if [
+            self.handshake_timeout_secs,
+            self.close_timeout_secs,
+            self.ping_interval_secs,
+            self.ping_timeout_secs,
+        ]
+        .iter()
+        .any(|&t| t > MAX_TIMEOUT_SECS)
+        {
+            return bad("timeouts must be at most one day (86400 seconds)");
         }
         if self.max_rooms_per_member == 0 {
             return bad("max-rooms-per-member must be at least 1");

@@ -169,3 +169,42 @@ async fn slow_io_read_to_end(c: &mut Client, sink: &mut Vec<u8>) {
     let io = c.raw();
     let _ = io.read_to_end(sink).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_quits_without_reading_frees_its_slot() {
+    let srv = TestServer::with(ServerConfig {
+        max_clients: 1,
+        // Large enough that the queue never overflows: the close path, not
+        // eviction, must end this connection.
+        max_sendq: 64 * 1024 * 1024,
+        close_timeout_secs: 1,
+        ..ServerConfig::default()
+    })
+    .await;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let stream = sock.connect(srv.addr).await.unwrap();
+    let mut stuck = Client::over(Box::new(stream));
+    stuck.greeted().await;
+    // About 14 MB of replies it never reads, far beyond socket buffers:
+    // the server's write blocks.
+    for _ in 0..20_000 {
+        stuck.send("/help").await;
+    }
+    stuck.send("/quit").await;
+    srv.wait_members(0).await;
+    // The slot comes back once the blocked write is given up.
+    let mut admitted = false;
+    for _ in 0..200 {
+        let mut next = Client::connect(srv.addr).await;
+        let first = next.try_line().await;
+        if first.is_some_and(|l| l.starts_with("* welcome")) {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(admitted, "the quitting client's slot was never freed");
+    drop(stuck);
+    srv.stop().await;
+}

@@ -101,6 +101,8 @@ pub enum ConnError {
     Refused(String),
     #[error("connection lost: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0} did not answer in time")]
+    Timeout(String),
 }
 
 /// Any byte stream: TCP or TLS.
@@ -111,6 +113,13 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 /// lists can be long, but a bound keeps a hostile server from exhausting
 /// memory.
 const MAX_SERVER_LINE: usize = 4 * 1024 * 1024;
+/// How long connecting, the TLS handshake and the welcome may take in all.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// A write that makes no progress for this long means the server is gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
+/// A session must last this long before the reconnect delay starts over,
+/// so a server that welcomes and then drops us is not hammered.
+const STABLE_SESSION: Duration = Duration::from_secs(10);
 /// How long to wait for the welcome after the hello.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 /// Seconds of server silence before the client pings, if the server did not
@@ -190,7 +199,7 @@ async fn run(
         let reason = match connect(&opts, &me).await {
             Ok((lines, writer, welcome)) => {
                 attempt = 0;
-                backoff = BACKOFF_FIRST;
+                let since = Instant::now();
                 let _ = updates
                     .send(Update::Status(Status::Connected {
                         server: opts.addr.clone(),
@@ -207,6 +216,9 @@ async fn run(
                     &mut held,
                 )
                 .await;
+                if since.elapsed() >= STABLE_SESSION {
+                    backoff = BACKOFF_FIRST;
+                }
                 match end {
                     End::Quit => return,
                     End::Lost(reason) => reason,
@@ -252,6 +264,15 @@ async fn run(
 
 /// Connects, says hello and waits for the welcome.
 async fn connect(opts: &Options, me: &Identity) -> Result<(Lines, Writer, ServerMsg), ConnError> {
+    tokio::time::timeout(CONNECT_TIMEOUT, connect_inner(opts, me))
+        .await
+        .map_err(|_| ConnError::Timeout(opts.addr.clone()))?
+}
+
+async fn connect_inner(
+    opts: &Options,
+    me: &Identity,
+) -> Result<(Lines, Writer, ServerMsg), ConnError> {
     let tcp = TcpStream::connect(&opts.addr)
         .await
         .map_err(|cause| ConnError::Connect {
@@ -312,6 +333,17 @@ fn server_name(addr: &str) -> Result<ServerName<'static>, ConnError> {
     ServerName::try_from(host.to_string()).map_err(|_| ConnError::ServerName(host.to_string()))
 }
 
+/// Writes one message, giving up if the server stops reading.
+async fn send_line(writer: &mut Writer, msg: &ClientMsg) -> std::io::Result<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&wire::encode(msg))).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the server stopped reading",
+        )),
+    }
+}
+
 /// Relays requests and server messages until the connection ends.
 async fn session(
     mut lines: Lines,
@@ -324,13 +356,15 @@ async fn session(
 ) -> End {
     // Whatever was typed while we were away goes out first.
     while let Some(msg) = held.pop_front() {
-        if writer.write_all(&wire::encode(&msg)).await.is_err() {
+        if send_line(&mut writer, &msg).await.is_err() {
             return End::Lost("write failed".into());
         }
     }
+    // The server's word, clamped: a hostile value must not overflow the
+    // clock or switch keepalive off.
     let ping_interval = match &welcome {
         ServerMsg::Welcome { ping_interval, .. } if *ping_interval > 0 => {
-            Duration::from_secs(*ping_interval)
+            Duration::from_secs((*ping_interval).clamp(1, 3600))
         }
         _ => Duration::from_secs(DEFAULT_PING_INTERVAL),
     };
@@ -347,13 +381,13 @@ async fn session(
                 let Some(msg) = req else {
                     // The UI is gone: leave politely.
                     let quit = ClientMsg::Quit { reason: None };
-                    let _ = writer.write_all(&wire::encode(&quit)).await;
+                    let _ = send_line(&mut writer, &quit).await;
                     let _ = writer.shutdown().await;
                     return End::Quit;
                 };
                 me.track_request(&msg);
                 let quitting = matches!(msg, ClientMsg::Quit { .. });
-                if let Err(e) = writer.write_all(&wire::encode(&msg)).await {
+                if let Err(e) = send_line(&mut writer, &msg).await {
                     return End::Lost(e.to_string());
                 }
                 if quitting {
@@ -388,7 +422,7 @@ async fn session(
                 match &msg {
                     ServerMsg::Ping { token } => {
                         let pong = ClientMsg::Pong { token: token.clone() };
-                        if writer.write_all(&wire::encode(&pong)).await.is_err() {
+                        if send_line(&mut writer, &pong).await.is_err() {
                             return End::Lost("write failed".into());
                         }
                         continue;
@@ -407,7 +441,7 @@ async fn session(
                 }
                 pings += 1;
                 let ping = ClientMsg::Ping { token: format!("c{pings}") };
-                if writer.write_all(&wire::encode(&ping)).await.is_err() {
+                if send_line(&mut writer, &ping).await.is_err() {
                     return End::Lost("write failed".into());
                 }
                 awaiting_pong = true;

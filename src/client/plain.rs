@@ -149,17 +149,36 @@ where
     let mut quitting = false;
     // A join in flight: later lines wait, so chat goes to the new room.
     let mut joining: Option<String> = None;
+    // The hello's own requests were answered (a room, or an error saying
+    // why not): from then on stdin is read even without a room.
+    let mut settled = false;
+    let mut max_text = usize::MAX;
+    // After stdin ends, how long answers may take before giving up.
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
     loop {
-        // Lines are read only once we know which room chat goes to.
-        let can_read = stdin_open && !quitting && room.is_some() && joining.is_none();
-        if !stdin_open && !quitting && outstanding.is_empty() && room.is_some() {
+        let ready = settled || room.is_some();
+        let can_read = stdin_open && !quitting && ready && joining.is_none();
+        if !stdin_open && !quitting && ready && drain_deadline.is_none() {
+            drain_deadline = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);
+        }
+        if !stdin_open && !quitting && ready && outstanding.is_empty() {
             quitting = true;
             if handle.send(ClientMsg::Quit { reason: None }).await.is_err() {
                 break;
             }
         }
         tokio::select! {
+            _ = sleep_until_opt(drain_deadline), if !quitting => {
+                let _ = writeln!(out, "* error: no answer from the server for {} request(s); giving up", outstanding.len());
+                failed = true;
+                outstanding.clear();
+                joining = None;
+            }
             line = lines.next_line(), if can_read => match line {
+                Ok(Some(line)) if line.len() > max_text => {
+                    failed = true;
+                    let _ = writeln!(out, "* error: line too long (the limit is {max_text} bytes); it was not sent");
+                }
                 Ok(Some(line)) => match input::parse(&line, room.as_deref(), &mut next_id) {
                     Action::None => {}
                     Action::Send(msg) => {
@@ -203,6 +222,14 @@ where
                             joining = None;
                         }
                         match &msg {
+                            ServerMsg::Welcome { max_text: m, .. } => {
+                                max_text = *m;
+                                settled = false;
+                            }
+                            ServerMsg::Error { id: None, .. } => {
+                                settled = true;
+                                failed = true;
+                            }
                             ServerMsg::RoomState { room: r, .. } => room = Some(r.clone()),
                             ServerMsg::Ack { id, .. }
                             | ServerMsg::Rooms { id: Some(id), .. }
@@ -220,11 +247,20 @@ where
                     }
                     Update::Status(Status::Lost { reason, retry_in }) => {
                         match retry_in {
-                            Some(d) => eprintln!(
-                                "* connection lost: {}; retrying in {:.1}s",
-                                clean(&reason),
-                                d.as_secs_f32()
-                            ),
+                            Some(d) => {
+                                eprintln!(
+                                    "* connection lost: {}; retrying in {:.2}s",
+                                    clean(&reason),
+                                    d.as_secs_f32()
+                                );
+                                // Requests already written may never be
+                                // answered: count them as failed.
+                                if !outstanding.is_empty() {
+                                    failed = true;
+                                    outstanding.clear();
+                                }
+                                joining = None;
+                            }
                             None => {
                                 eprintln!("* connection lost: {}", clean(&reason));
                                 if !quitting {
@@ -244,6 +280,16 @@ where
         1
     } else {
         0
+    }
+}
+
+/// How long line mode waits for answers after stdin has ended.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

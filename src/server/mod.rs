@@ -192,6 +192,13 @@ impl Acceptor {
                 }
             };
             let _ = socket.set_nodelay(true);
+            // Find peers that vanished without a FIN or RST (a laptop lid
+            // closed, a NAT entry dropped), so their slots are freed.
+            let keepalive = socket2::TcpKeepalive::new()
+                .with_time(Duration::from_secs(60))
+                .with_interval(Duration::from_secs(10))
+                .with_retries(6);
+            let _ = socket2::SockRef::from(&socket).set_tcp_keepalive(&keepalive);
             let done = self.done.clone();
             match self.admission.clone().try_acquire_owned() {
                 Ok(permit) => {

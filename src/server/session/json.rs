@@ -37,6 +37,50 @@ fn code_of(e: &HubError) -> ErrorCode {
     }
 }
 
+/// Longest room or nick argument echoed back in an error.
+const MAX_NAME_ARG: usize = 64;
+
+/// Sanitises and bounds the names in a request: invalid ones are echoed in
+/// error messages, which must be as safe as any other text.
+fn names_cleaned(msg: ClientMsg) -> ClientMsg {
+    let name = |s: String| truncate(&sanitize::clean(&s), MAX_NAME_ARG).to_string();
+    match msg {
+        ClientMsg::Say {
+            id,
+            room,
+            text,
+            action,
+        } => ClientMsg::Say {
+            id,
+            room: name(room),
+            text,
+            action,
+        },
+        ClientMsg::Msg { id, to, text } => ClientMsg::Msg {
+            id,
+            to: name(to),
+            text,
+        },
+        ClientMsg::Join { id, room } => ClientMsg::Join {
+            id,
+            room: name(room),
+        },
+        ClientMsg::Part { id, room } => ClientMsg::Part {
+            id,
+            room: name(room),
+        },
+        ClientMsg::Who { id, room } => ClientMsg::Who {
+            id,
+            room: name(room),
+        },
+        ClientMsg::Nick { id, nick } => ClientMsg::Nick {
+            id,
+            nick: name(nick),
+        },
+        other => other,
+    }
+}
+
 /// The longest prefix of `s` within `max` bytes, cut at a character boundary.
 fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
@@ -206,6 +250,7 @@ impl JsonSession {
     }
 
     fn request(&mut self, msg: ClientMsg) -> Flow {
+        let msg = names_cleaned(msg);
         match msg {
             ClientMsg::Hello { .. } => {
                 self.error(None, ErrorCode::BadRequest, "already said hello".into())

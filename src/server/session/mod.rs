@@ -122,10 +122,25 @@ pub async fn write_loop<W>(
             buf.extend_from_slice(&item.bytes(format, encode));
         }
         let written = match drain {
-            Drain::More => tokio::select! {
-                r = write_all(&mut writer, &buf) => r,
-                _ = outbox.aborted() => return,
-            },
+            Drain::More => {
+                // A write may block on a client that stopped reading. If the
+                // session closes meanwhile (quit, ping timeout, shutdown),
+                // the write gets `close_timeout` more, then the connection
+                // is dropped: nothing waits on a dead reader for ever.
+                let write = write_all(&mut writer, &buf);
+                tokio::pin!(write);
+                let mut give_up: Option<tokio::time::Instant> = None;
+                loop {
+                    tokio::select! {
+                        r = &mut write => break r,
+                        _ = outbox.aborted() => return,
+                        _ = outbox.ended(), if give_up.is_none() => {
+                            give_up = Some(tokio::time::Instant::now() + close_timeout);
+                        }
+                        _ = sleep_until_opt(give_up) => return,
+                    }
+                }
+            }
             _ => {
                 let _ = tokio::time::timeout(close_timeout, async {
                     write_all(&mut writer, &buf).await?;
@@ -146,6 +161,14 @@ pub async fn write_loop<W>(
             outbox.abort();
             return;
         }
+    }
+}
+
+/// Sleeps until `at`, or for ever when there is no deadline.
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
