@@ -144,10 +144,16 @@ async fn two_users_chat_and_half_typed_text_survives_incoming_messages() {
         tmux.start("bob", &cmd("bob"));
         tmux
     });
-    watcher
-        .wait_for("alice", |l| l == "* alice joined lobby")
-        .await;
-    watcher.wait_for("bob", |l| l == "* bob joined lobby").await;
+    // The two clients start at once: their joins come in either order.
+    let mut joined = std::collections::BTreeSet::new();
+    while joined.len() < 2 {
+        let l = watcher
+            .wait_for("joins", |l| {
+                l == "* alice joined lobby" || l == "* bob joined lobby"
+            })
+            .await;
+        joined.insert(l);
+    }
 
     tokio::task::block_in_place(|| {
         // Both see each other in the member list.
