@@ -16,7 +16,7 @@ use rchat::server::Server;
 #[command(
     name = "rchat",
     version,
-    about = "A fast, secure, self-hostable chat-room server"
+    about = "A fast, secure, self-hostable chat-room server and client"
 )]
 struct Cli {
     #[command(subcommand)]
