@@ -10,7 +10,7 @@ use rchat::bench::token::{self, Parsed, Token};
 use rchat::bench::{run, BenchConfig, BenchError, Rate, Report};
 use rchat::config::ServerConfig;
 use rchat::server::Server;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinHandle;
@@ -157,11 +157,13 @@ async fn works_against_a_relay_that_decorates_and_splits_lines() {
     println!("{}", r.table());
     assert_clean(&r);
     assert!(r.deliveries > 0);
-    // No rchat greeting: the clients waited out the quiet second.
+    // No rchat greeting: the clients waited out the quiet second, then a
+    // roll call waited for the relay to admit the slow last client.
     assert_eq!(r.connect.greeted, 0);
-    // The relay's notice from each sender reached the three others: counted
-    // as unparsed lines, nothing worse.
-    assert_eq!(r.unparsed_lines, 2 * 3, "{}", r.table());
+    assert!(r.connect.roll_call_complete, "{}", r.table());
+    assert!(r.connect.roll_call_rounds >= 1, "{}", r.table());
+    // Every connect announcement arrived before the start.
+    assert_eq!(r.unparsed_lines, 0, "{}", r.table());
     relay.abort();
 }
 
@@ -326,9 +328,13 @@ proptest! {
 
 // ---- a stand-in for `ncat --chat` ----
 
-/// Like `ncat --chat`: no greeting, `<userN> ` before relayed lines, an
-/// announcement to the others when someone connects, and no echo. To test
-/// framing, every write is split in two at a varying point.
+/// Like `ncat --chat`: no greeting, an announcement to everyone (the new
+/// client included) on each connect and disconnect, and relayed data
+/// prefixed with `<userN> ` once per read chunk, not per line, with no echo.
+/// Like ncat with a full accept queue, it admits clients slowly: the last
+/// one only after the bench's quiet second is over, so messages sent before
+/// a roll call would miss it. To test framing, every write is split in two
+/// at a varying point.
 async fn ncat_like_relay() -> (SocketAddr, JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -338,21 +344,23 @@ async fn ncat_like_relay() -> (SocketAddr, JoinHandle<()>) {
         let mut next_id = 0;
         let mut conns = tokio::task::JoinSet::new();
         loop {
+            if next_id > 0 {
+                tokio::time::sleep(Duration::from_millis(450)).await;
+            }
             let Ok((sock, _)) = listener.accept().await else {
                 return;
             };
             let id = next_id;
             next_id += 1;
-            let (read, mut write) = sock.into_split();
+            let (mut read, mut write) = sock.into_split();
             let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
             {
                 let mut p = peers.lock().await;
-                for (_, other) in p.iter() {
-                    let _ = other.send(
-                        format!("<announce> 127.0.0.1 is connected as <user{id}>.\n").into_bytes(),
-                    );
-                }
                 p.push((id, tx));
+                let notice = format!("<announce> 127.0.0.1 is connected as <user{id}>.\n");
+                for (_, other) in p.iter() {
+                    let _ = other.send(notice.clone().into_bytes());
+                }
             }
             conns.spawn(async move {
                 let mut cut = 0usize;
@@ -369,28 +377,23 @@ async fn ncat_like_relay() -> (SocketAddr, JoinHandle<()>) {
             });
             let peers = peers.clone();
             conns.spawn(async move {
-                let mut lines = BufReader::new(read).lines();
-                let mut first = true;
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let mut out = Vec::new();
-                    if std::mem::take(&mut first) {
-                        // A notice in the middle of the run, once per sender.
-                        out.extend_from_slice(format!("<announce> <user{id}> speaks\n").as_bytes());
-                    }
-                    out.extend_from_slice(format!("<user{id}> {line}\n").as_bytes());
+                use tokio::io::AsyncReadExt;
+                let mut buf = vec![0; 8192];
+                while let Ok(n @ 1..) = read.read(&mut buf).await {
+                    // One prefix per chunk, however many lines it holds.
+                    let mut out = format!("<user{id}> ").into_bytes();
+                    out.extend_from_slice(&buf[..n]);
                     for (other, tx) in peers.lock().await.iter() {
                         if *other != id {
                             let _ = tx.send(out.clone());
                         }
                     }
                 }
-                // Tell the others, as ncat does; the bench counts it as an
-                // unparsed line.
-                for (other, tx) in peers.lock().await.iter() {
-                    if *other != id {
-                        let _ = tx
-                            .send(format!("<announce> <user{id}> is disconnected.\n").into_bytes());
-                    }
+                let mut p = peers.lock().await;
+                p.retain(|(other, _)| *other != id);
+                for (_, tx) in p.iter() {
+                    let _ =
+                        tx.send(format!("<announce> <user{id}> is disconnected.\n").into_bytes());
                 }
             });
         }

@@ -317,15 +317,22 @@ impl Receiver {
                 timeline = self.shared.timeline();
             }
             let Some(tl) = timeline else {
-                // Before the start only join notices arrive: count them
-                // towards settling, nothing else.
+                // Before the start only join notices and roll-call probes
+                // arrive: count them towards settling, nothing else.
                 let settle = &mut self.settle;
                 let mut settled = false;
+                let mut probe = 0;
                 self.framer.feed(&self.buf[..n], |frame| {
                     if let Frame::Line(line) = frame {
                         settled |= settle.line(line);
+                        if let Some(round) = token::probe_round(line) {
+                            probe = probe.max(round);
+                        }
                     }
                 });
+                if probe > 0 {
+                    self.shared.probe_seen[self.idx].fetch_max(probe, Ordering::Release);
+                }
                 if settled {
                     self.settled();
                 }
@@ -391,18 +398,35 @@ fn on_frame(
             return;
         }
     };
-    let t = match token::parse(line) {
-        Parsed::Token(t) => t,
-        Parsed::NoToken => {
-            stats.unparsed_lines += 1;
-            return;
-        }
+    let parsed = token::parse_each(line, |t| {
+        on_token(t, now_ns, tl, me, shared, order, stats, samples, fresh)
+    });
+    match parsed {
+        Parsed::Token(_) => {}
+        // A late roll-call probe (a round that was sent again): ours, not
+        // a server line.
+        Parsed::NoToken if token::probe_round(line).is_some() => {}
+        Parsed::NoToken => stats.unparsed_lines += 1,
         Parsed::Malformed => {
             stats.unparsed_lines += 1;
             stats.malformed_tokens += 1;
-            return;
         }
-    };
+    }
+}
+
+/// Checks and counts one token found in a received line.
+#[allow(clippy::too_many_arguments)]
+fn on_token(
+    t: token::Token,
+    now_ns: u64,
+    tl: &Timeline,
+    me: usize,
+    shared: &Shared,
+    order: &mut OrderTracker,
+    stats: &mut RecvStats,
+    samples: &mut Vec<u64>,
+    fresh: &mut u64,
+) {
     let sender = match usize::try_from(t.sender) {
         Ok(s) if s < shared.senders && s != me => s,
         _ => {

@@ -25,7 +25,9 @@
 //! Tokens are found anywhere in a received line, so the generator also works
 //! against relays that decorate lines differently, such as `ncat --chat`;
 //! against a server that sends no greeting, a client is considered ready
-//! after one quiet second.
+//! after one quiet second, and the run starts only once a roll call (probe
+//! lines from two clients) has reached every client, proving that the relay
+//! has admitted them all.
 //!
 //! A run is bounded in time: `connect_timeout`, then `warmup + duration`,
 //! then at most `grace` for messages still in flight, plus a moment to
@@ -77,6 +79,8 @@ const COLLECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the progress display and the drain check run.
 const TICK: Duration = Duration::from_millis(200);
 const DRAIN_POLL: Duration = Duration::from_millis(5);
+/// How long each roll-call round waits before probing again.
+const ROLL_CALL_ROUND: Duration = Duration::from_millis(250);
 
 /// How fast the senders send, in total.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -286,6 +290,17 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
     {
         tokio::time::sleep(DRAIN_POLL).await;
     }
+    // A server that sends no greeting gives no sign that it has taken a
+    // client into the room: a completed TCP connect only means the kernel
+    // queued it, and `ncat --chat` admits its queue one by one, seconds
+    // later with 100 clients. Messages sent before then miss the clients
+    // not yet admitted, and in a closed loop those messages hold their
+    // window slots for good. So hold a roll call first.
+    if greeted < cfg.clients {
+        let (rounds, complete) = roll_call(&shared, &mut writers, connect_deadline).await;
+        connect.roll_call_rounds = rounds;
+        connect.roll_call_complete = complete;
+    }
     connect.settle_ms = all_ready.elapsed().as_secs_f64() * 1e3;
 
     // Send for warm-up plus duration.
@@ -376,6 +391,65 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
     progress.finish();
 
     Ok(build_report(cfg, &shared, connect, &stats, drained))
+}
+
+/// Has clients 0 and 1 send probe lines, round after round, until every
+/// client has received a probe of the latest round: a relay passes a line
+/// on only to the clients it has admitted, so then everyone is admitted
+/// (and has read the announcements the relay sent before). Clients that
+/// missed a round nudge the server with a line of their own. Returns the
+/// rounds sent and whether the roll call completed before `deadline`; if it
+/// did not, the run goes ahead and any clients still outside show up as
+/// loss.
+async fn roll_call(
+    shared: &Shared,
+    writers: &mut [Option<tokio::net::tcp::OwnedWriteHalf>],
+    deadline: tokio::time::Instant,
+) -> (u32, bool) {
+    use tokio::io::AsyncWriteExt;
+    let mut round: u64 = 0;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return (round as u32, false);
+        }
+        // Clients that missed the whole last round may not be admitted at
+        // all: when the server's accept queue overflows, Linux drops the
+        // client's final handshake ACK, and a client that only listens
+        // stays half-open for good. Any data it sends completes the
+        // handshake, so such clients send a probe of round 0 (which counts
+        // for nothing).
+        let mut nudge = Vec::new();
+        token::write_probe(&mut nudge, 0);
+        for (idx, writer) in writers.iter_mut().enumerate().skip(2) {
+            if round > 0 && shared.probe_seen[idx].load(Ordering::Acquire) < round {
+                if let Some(writer) = writer {
+                    // A failed write surfaces later as a disconnect or loss.
+                    let _ = tokio::time::timeout_at(deadline, writer.write_all(&nudge)).await;
+                }
+            }
+        }
+        round += 1;
+        let mut line = Vec::new();
+        token::write_probe(&mut line, round);
+        for writer in writers.iter_mut().take(2).flatten() {
+            let _ = tokio::time::timeout_at(deadline, writer.write_all(&line)).await;
+        }
+        let round_end = (now + ROLL_CALL_ROUND).min(deadline);
+        loop {
+            if shared
+                .probe_seen
+                .iter()
+                .all(|seen| seen.load(Ordering::Acquire) >= round)
+            {
+                return (round as u32, true);
+            }
+            if tokio::time::Instant::now() >= round_end {
+                break;
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+    }
 }
 
 fn build_report(

@@ -92,6 +92,12 @@ pub struct ConnectStats {
     /// After everyone was greeted, how long until every client had read the
     /// join notices of the clients that joined after it.
     pub settle_ms: f64,
+    /// Roll-call rounds held before the start (0 against a server that
+    /// greets every client; see `run`).
+    pub roll_call_rounds: u32,
+    /// Whether the roll call reached every client in time. If not, clients
+    /// the server had not admitted yet show up as loss.
+    pub roll_call_complete: bool,
 }
 
 /// Latency percentiles, in milliseconds.
@@ -119,6 +125,8 @@ impl ConnectStats {
             ready_p50_ms: ms(percentile(ready, 0.50)),
             ready_p99_ms: ms(percentile(ready, 0.99)),
             settle_ms: 0.0,
+            roll_call_rounds: 0,
+            roll_call_complete: true,
         }
     }
 }
@@ -204,8 +212,17 @@ impl Report {
         row(
             "greeting",
             format!(
-                "{} of {} greeted; ready p50 {:.1} ms, p99 {:.1} ms; join notices drained in {:.1} ms",
-                c.greeted, s.clients, c.ready_p50_ms, c.ready_p99_ms, c.settle_ms
+                "{} of {} greeted; ready p50 {:.1} ms, p99 {:.1} ms; join notices drained in {:.1} ms{}",
+                c.greeted,
+                s.clients,
+                c.ready_p50_ms,
+                c.ready_p99_ms,
+                c.settle_ms,
+                match (c.roll_call_rounds, c.roll_call_complete) {
+                    (0, _) => String::new(),
+                    (n, true) => format!(" (roll call: {n} rounds)"),
+                    (n, false) => format!(" (roll call incomplete after {n} rounds)"),
+                }
             ),
         );
         row(

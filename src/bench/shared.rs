@@ -53,6 +53,9 @@ pub(crate) struct Shared {
     /// Clients that have read every join notice they expect (see
     /// `client::Settle`).
     pub(crate) settled: AtomicUsize,
+    /// Per client, the highest roll-call round it has received a probe of
+    /// (see `run`'s roll call; only against servers without a greeting).
+    pub(crate) probe_seen: Vec<AtomicU64>,
 }
 
 /// One sender's counters and closed-loop window.
@@ -128,6 +131,7 @@ impl Shared {
             latency,
             greet_mode: AtomicU8::new(GREET_UNKNOWN),
             settled: AtomicUsize::new(0),
+            probe_seen: (0..cfg.clients).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 

@@ -17,6 +17,10 @@ use std::io::Write;
 /// Marks the start of a token.
 pub const MARKER: &[u8] = b"#b:";
 
+/// Marks a roll-call probe (`#p:ROUND:`), sent before the start to servers
+/// that send no greeting, to learn when every client is really in the room.
+pub const PROBE_MARKER: &[u8] = b"#p:";
+
 /// Longest token [`Token::write_line`] can produce: the marker, three
 /// numbers of at most 20 digits and three colons.
 pub const MAX_TOKEN_LEN: usize = MARKER.len() + 3 * 20 + 3;
@@ -100,6 +104,46 @@ pub fn parse(line: &[u8]) -> Parsed {
     }
 }
 
+/// Calls `on` for every well-formed token in `line`, in order, and returns
+/// what [`parse`] would: the first token, or why there is none. Relays that
+/// pass on byte chunks rather than lines (`ncat --chat`) can splice one
+/// sender's chunk into the middle of another sender's line, so one received
+/// line may carry several tokens.
+pub fn parse_each(line: &[u8], mut on: impl FnMut(Token)) -> Parsed {
+    let mut from = 0;
+    let mut saw_marker = false;
+    let mut first = None;
+    while let Some(at) = find(&line[from..], MARKER) {
+        saw_marker = true;
+        let body = &line[from + at + MARKER.len()..];
+        match parse_body(body) {
+            Some(token) => {
+                first.get_or_insert(token);
+                on(token);
+                // Skip the token's own fields; filler holds no marker.
+                from += at + MARKER.len();
+            }
+            None => from += at + 1,
+        }
+    }
+    match first {
+        Some(t) => Parsed::Token(t),
+        None if saw_marker => Parsed::Malformed,
+        None => Parsed::NoToken,
+    }
+}
+
+/// The round of the first roll-call probe in `line`, if any.
+pub fn probe_round(line: &[u8]) -> Option<u64> {
+    let at = find(line, PROBE_MARKER)?;
+    number(&line[at + PROBE_MARKER.len()..]).map(|(round, _)| round)
+}
+
+/// Appends the roll-call probe line for `round`.
+pub fn write_probe(out: &mut Vec<u8>, round: u64) {
+    let _ = writeln!(out, "#p:{round}:");
+}
+
 /// Parses `SENDER:SEQ:SENT_NS:` at the start of `body`.
 fn parse_body(body: &[u8]) -> Option<Token> {
     let (sender, rest) = number(body)?;
@@ -176,6 +220,39 @@ mod tests {
     fn overflow_is_malformed() {
         assert_eq!(parse(b"#b:18446744073709551616:1:1:"), Parsed::Malformed);
         assert_eq!(parse(b"#b:000000000000000000001:1:1:"), Parsed::Malformed);
+    }
+
+    #[test]
+    fn finds_every_token_of_a_spliced_line() {
+        let a = Token {
+            sender: 0,
+            seq: 5,
+            sent_ns: 10,
+        };
+        let b = Token {
+            sender: 1,
+            seq: 7,
+            sent_ns: 20,
+        };
+        let line = b"<user4> #b:0:5:10:abc<user5> #b:1:7:20:xyz";
+        let mut got = Vec::new();
+        assert_eq!(parse_each(line, |t| got.push(t)), Parsed::Token(a));
+        assert_eq!(got, [a, b]);
+        // A token cut by a splice is lost, the other one still counts.
+        let mut got = Vec::new();
+        let line = b"<user4> #b:0:5:1<user5> #b:1:7:20:xyz";
+        assert_eq!(parse_each(line, |t| got.push(t)), Parsed::Token(b));
+        assert_eq!(got, [b]);
+    }
+
+    #[test]
+    fn probes_round_trip() {
+        let mut out = Vec::new();
+        write_probe(&mut out, 42);
+        assert_eq!(out, b"#p:42:\n");
+        assert_eq!(probe_round(b"<user3> #p:42:"), Some(42));
+        assert_eq!(probe_round(b"#p:x:"), None);
+        assert_eq!(parse(b"#p:42:"), Parsed::NoToken);
     }
 
     #[test]
