@@ -11,7 +11,7 @@ use tokio::io::AsyncWrite;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use super::{io_reason, refuse, write_loop, Flow, Frames};
+use super::{io_reason, refuse, register, Flow, Frames};
 use crate::config::ServerConfig;
 use crate::event::{Format, LeaveReason};
 use crate::proto::json::{self as wire, ClientMsg, ErrorCode, RoomInfo, ServerMsg};
@@ -132,7 +132,6 @@ pub(super) async fn serve<W>(
         refuse(&mut writer, &err, config.close_timeout()).await;
         return;
     }
-    let outbox = Outbox::new(config.max_sendq);
     let max_text = config.max_line;
     let ping_interval = config.ping_interval_secs;
     let welcome = |nick: &crate::names::Nick| {
@@ -144,30 +143,32 @@ pub(super) async fn serve<W>(
             ping_interval,
         })
     };
-    let (id, nick) = match hub.connect(outbox.clone(), welcome) {
-        Ok(registered) => registered,
-        Err(e) => {
-            let err = wire::encode(&ServerMsg::Error {
-                id: None,
-                code: code_of(&e),
-                message: e.to_string(),
-            });
-            refuse(&mut writer, &err, config.close_timeout()).await;
-            return;
-        }
+    let refusal = |e: &HubError| {
+        wire::encode(&ServerMsg::Error {
+            id: None,
+            code: code_of(e),
+            message: e.to_string(),
+        })
     };
-    info!(%peer, nick = %nick, proto = "json", "connected");
-    let write_task = tokio::spawn(write_loop(
+    let Some(member) = register(
         writer,
-        outbox.clone(),
+        &hub,
+        &config,
         Format::Json,
         wire::render,
-        config.close_timeout(),
-    ));
+        welcome,
+        refusal,
+    )
+    .await
+    else {
+        return;
+    };
+    info!(%peer, nick = %member.nick, proto = "json", "connected");
+    let write_task = member.writer;
     let mut session = JsonSession {
-        id,
+        id: member.id,
         hub,
-        outbox,
+        outbox: member.outbox,
         config,
     };
     // Restore what the client asks for: its nick first, so the rooms see
@@ -193,9 +194,7 @@ struct JsonSession {
 
 impl JsonSession {
     async fn read_loop(&mut self, mut frames: Frames) {
-        frames
-            .decoder_mut()
-            .set_max_line(super::json_frame_limit(self.config.max_line));
+        // The frame limit is already the JSON one: detection read under it.
         let outbox = self.outbox.clone();
         let mut deadline = Instant::now() + self.config.ping_interval();
         let mut awaiting_pong = false;

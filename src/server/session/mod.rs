@@ -18,14 +18,16 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf};
+use tokio::task::JoinHandle;
 use tokio_util::codec::FramedRead;
 
 use crate::config::ServerConfig;
 use crate::event::{Event, Format};
+use crate::names::Nick;
 use crate::proto::json as wire;
 use crate::proto::line::{Frame, LineCodec};
-use crate::server::hub::Hub;
-use crate::server::outbox::{Drain, Outbox};
+use crate::server::hub::{Hub, HubError, MemberId};
+use crate::server::outbox::{Drain, Outbox, Outgoing};
 
 /// Read buffer a connection starts with; it grows only while lines are long.
 const INITIAL_READ_BUFFER: usize = 4096;
@@ -75,6 +77,53 @@ where
             json::serve(frames, line, writer, peer, hub, config).await
         }
         first => text::serve(frames, first, writer, peer, hub, config).await,
+    }
+}
+
+/// A member registered with the hub, its writer task already draining.
+struct Registered {
+    id: MemberId,
+    nick: Nick,
+    outbox: Arc<Outbox>,
+    writer: JoinHandle<()>,
+}
+
+/// Registers the connection with the hub (the hub queues `greet` first) and
+/// starts its writer in `format`. If the hub refuses, the client is sent
+/// `refusal` of the error and `None` is returned.
+async fn register<W>(
+    mut writer: W,
+    hub: &Hub,
+    config: &ServerConfig,
+    format: Format,
+    encode: fn(&Event) -> Bytes,
+    greet: impl FnOnce(&Nick) -> Outgoing,
+    refusal: impl FnOnce(&HubError) -> Bytes,
+) -> Option<Registered>
+where
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    let outbox = Outbox::new(config.max_sendq);
+    match hub.connect(outbox.clone(), greet) {
+        Ok((id, nick)) => {
+            let writer = tokio::spawn(write_loop(
+                writer,
+                outbox.clone(),
+                format,
+                encode,
+                config.close_timeout(),
+            ));
+            Some(Registered {
+                id,
+                nick,
+                outbox,
+                writer,
+            })
+        }
+        Err(e) => {
+            refuse(&mut writer, &refusal(&e), config.close_timeout()).await;
+            None
+        }
     }
 }
 

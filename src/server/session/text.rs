@@ -14,7 +14,7 @@ use futures::StreamExt;
 use tokio::io::AsyncWrite;
 use tracing::{debug, info};
 
-use super::{io_reason, refuse, write_loop, Flow, Frames};
+use super::{io_reason, register, Flow, Frames};
 use crate::config::ServerConfig;
 use crate::event::{Format, LeaveReason};
 use crate::names::{key_of, RoomName};
@@ -30,7 +30,7 @@ use crate::server::outbox::{Outbox, Outgoing};
 pub(super) async fn serve<W>(
     mut frames: Frames,
     first: Option<Frame>,
-    mut writer: W,
+    writer: W,
     peer: SocketAddr,
     hub: Arc<Hub>,
     config: Arc<ServerConfig>,
@@ -38,43 +38,36 @@ pub(super) async fn serve<W>(
     W: AsyncWrite + Send + Unpin + 'static,
 {
     frames.decoder_mut().set_max_line(config.max_line);
-    let outbox = Outbox::new(config.max_sendq);
     let welcome = |nick: &crate::names::Nick| {
         Outgoing::Raw(text::notice(&format!(
             "welcome to rchat, {nick}! type /help for commands"
         )))
     };
-    let (id, nick) = match hub.connect(outbox.clone(), welcome) {
-        Ok(registered) => registered,
-        Err(e) => {
-            refuse(
-                &mut writer,
-                &text::error(&e.to_string()),
-                config.close_timeout(),
-            )
-            .await;
-            return;
-        }
-    };
-    info!(%peer, nick = %nick, "connected");
-    let write_task = tokio::spawn(write_loop(
+    let refusal = |e: &HubError| text::error(&e.to_string());
+    let Some(member) = register(
         writer,
-        outbox.clone(),
+        &hub,
+        &config,
         Format::Text,
         text::render,
-        config.close_timeout(),
-    ));
-
+        welcome,
+        refusal,
+    )
+    .await
+    else {
+        return;
+    };
+    info!(%peer, nick = %member.nick, "connected");
     let mut session = TextSession {
-        id,
+        id: member.id,
         hub,
-        outbox,
+        outbox: member.outbox,
         room: None,
     };
     session.join(RoomName::lobby().as_str());
     session.read_loop(frames, first, config.max_line).await;
     // The writer ends on its own once the outbox is closed or aborted.
-    let _ = write_task.await;
+    let _ = member.writer.await;
     debug!(%peer, "connection closed");
 }
 
