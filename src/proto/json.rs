@@ -76,6 +76,19 @@ pub enum ClientMsg {
         id: Option<String>,
         room: String,
     },
+    /// Asks for a room's stored messages older than `before` (or the
+    /// newest, without `before`), oldest first in the answer.
+    History {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        room: String,
+        /// Only messages with a smaller `seq`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<u64>,
+        /// Most messages wanted; the server clamps it to [`MAX_HISTORY_PAGE`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
+    },
     Ping {
         token: String,
     },
@@ -107,6 +120,11 @@ pub enum ErrorCode {
     TooManyRooms,
     ShuttingDown,
     UnsupportedVersion,
+    /// The server keeps no history (`--history off`).
+    NoHistory,
+    /// A `say` was delivered but could not be stored durably, so it is not
+    /// acknowledged.
+    NotStored,
     #[serde(other)]
     Other,
 }
@@ -118,6 +136,21 @@ pub enum LeaveKind {
     Part,
     Quit,
     Dropped,
+}
+
+/// Most messages one `history` answer carries, whatever `limit` asks.
+pub const MAX_HISTORY_PAGE: usize = 500;
+
+/// One stored message in a [`ServerMsg::History`]; the fields mean what they
+/// mean in [`ServerMsg::Message`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub seq: u64,
+    pub ts: u64,
+    pub from: String,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub action: bool,
 }
 
 /// One room in a room list.
@@ -207,6 +240,20 @@ pub enum ServerMsg {
         id: Option<String>,
         room: String,
         members: Vec<String>,
+    },
+    /// Stored messages of a room, oldest first: sent unasked (no `id`) right
+    /// after `room_state` when history is on, and as the answer to a
+    /// `history` request. Live messages that follow continue exactly after
+    /// the last replayed `seq`.
+    History {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        room: String,
+        messages: Vec<HistoryEntry>,
+        /// Older messages may exist: ask again with `before` set to the first
+        /// `seq` here.
+        #[serde(default, skip_serializing_if = "is_false")]
+        more: bool,
     },
     Ping {
         token: String,
@@ -347,6 +394,18 @@ mod tests {
             (opt_id(), ".*").prop_map(|(id, nick)| ClientMsg::Nick { id, nick }),
             opt_id().prop_map(|id| ClientMsg::Rooms { id }),
             (opt_id(), ".*").prop_map(|(id, room)| ClientMsg::Who { id, room }),
+            (
+                opt_id(),
+                ".*",
+                proptest::option::of(any::<u64>()),
+                proptest::option::of(any::<usize>())
+            )
+                .prop_map(|(id, room, before, limit)| ClientMsg::History {
+                    id,
+                    room,
+                    before,
+                    limit
+                }),
             ".*".prop_map(|token| ClientMsg::Ping { token }),
             ".*".prop_map(|token| ClientMsg::Pong { token }),
             proptest::option::of(".*").prop_map(|reason| ClientMsg::Quit { reason }),
@@ -366,6 +425,8 @@ mod tests {
             Just(ErrorCode::TooManyRooms),
             Just(ErrorCode::ShuttingDown),
             Just(ErrorCode::UnsupportedVersion),
+            Just(ErrorCode::NoHistory),
+            Just(ErrorCode::NotStored),
             Just(ErrorCode::Other),
         ]
     }
@@ -442,6 +503,30 @@ mod tests {
                 }),
             (opt_id(), ".*", proptest::collection::vec(".*", 0..3))
                 .prop_map(|(id, room, members)| ServerMsg::Who { id, room, members }),
+            (
+                opt_id(),
+                ".*",
+                proptest::collection::vec(
+                    (any::<u64>(), any::<u64>(), ".*", ".*", any::<bool>()),
+                    0..3
+                ),
+                any::<bool>()
+            )
+                .prop_map(|(id, room, entries, more)| ServerMsg::History {
+                    id,
+                    room,
+                    messages: entries
+                        .into_iter()
+                        .map(|(seq, ts, from, text, action)| HistoryEntry {
+                            seq,
+                            ts,
+                            from,
+                            text,
+                            action
+                        })
+                        .collect(),
+                    more
+                }),
             ".*".prop_map(|token| ServerMsg::Ping { token }),
             ".*".prop_map(|token| ServerMsg::Pong { token }),
             ".*".prop_map(|reason| ServerMsg::Bye { reason }),
