@@ -100,6 +100,8 @@ impl Printer {
             ServerMsg::Renamed { old, new } => {
                 format!("* {} is now known as {}", self.nick(old), self.nick(new))
             }
+            // Shown by the client helper's history rendering (pending).
+            ServerMsg::History { .. } => return None,
             ServerMsg::Notice { text } => format!("* {}", clean(text)),
             ServerMsg::Error { message, .. } => format!("* error: {}", clean(message)),
             ServerMsg::Rooms { rooms, .. } => {

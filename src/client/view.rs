@@ -551,6 +551,8 @@ impl ChatView {
                 let kind = if action { Kind::Action } else { Kind::Chat };
                 self.push_line(ts, kind, Some(&room), &from, &text);
             }
+            // Shown by the client helper's history rendering (pending).
+            ServerMsg::History { .. } => {}
             ServerMsg::Private { from, to, ts, text } => {
                 // A message to myself is already shown by its local echo.
                 if self.is_me(&from) && self.is_me(&to) {

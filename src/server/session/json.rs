@@ -284,6 +284,11 @@ impl JsonSession {
                 let result = self.hub.private(self.id, &to, &text).map(|_| ());
                 self.reply(id, result);
             }
+            ClientMsg::History { id, .. } => self.error(
+                id,
+                ErrorCode::NoHistory,
+                "this server keeps no history".into(),
+            ),
             ClientMsg::Join { id, room } => self.join(id, &room),
             ClientMsg::Part { id, room } => {
                 let result = self.hub.part(self.id, &room);
