@@ -300,7 +300,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The newest `limit` (at most [`MAX_PAGE`]) stored messages of a room with
     /// `seq < before` (all of them when `before` is `None`), oldest first.
-    /// Only durable messages are returned.
+    /// Messages still queued for writing are included, so a room recreated
+    /// right after its last message was posted replays that message too;
+    /// an append that then fails to be written disappears from later pages.
     fn page(
         &self,
         room_key: &str,
@@ -373,7 +375,7 @@ mod tests {
             ts_ms,
             nick: "alice".to_string(),
             text: text.to_string(),
-            action: seq % 7 == 0,
+            action: seq.is_multiple_of(7),
         }
     }
 
