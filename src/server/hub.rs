@@ -25,7 +25,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, error, info};
 
-use crate::event::{Envelope, Event, LeaveReason};
+use crate::event::{Bundle, Envelope, Event, LeaveReason};
 use crate::names::{key_of, NameError, Nick, RoomName};
 use crate::server::outbox::{Outbox, Outgoing, Push};
 use crate::store::{Receipt, Store, StoredMessage};
@@ -114,6 +114,13 @@ pub struct Joined {
     pub room: RoomName,
     /// Everyone in the room, the joiner included, sorted case-insensitively.
     pub members: Vec<Nick>,
+}
+
+/// One chat line (or `/me` action) of a [`Hub::say_many`] batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatLine {
+    pub text: Arc<str>,
+    pub action: bool,
 }
 
 /// Where a message was placed in its room's order.
@@ -445,15 +452,53 @@ impl Hub {
         let key = key_of(room);
         let mut guard = self.lock();
         let st = &mut *guard;
-        let member = st.members.get(&id).ok_or(HubError::Gone)?;
-        if !member.rooms.contains(&key) {
-            return Err(HubError::NotInRoom(room.to_string()));
+        let (from, target) = st.speaker(id, &key, room)?;
+        let (posted, env) = self.post(target, from, text.into(), action);
+        st.fan_out(&key, Some(id), &env);
+        st.evict_overflowed();
+        Ok(posted)
+    }
+
+    /// Posts several lines of one member to a room in one lock hold, as
+    /// the lines of one read arrive: each is sequenced (and stored) exactly
+    /// as [`Hub::say`] would, and the room's members get them as one
+    /// bundle, so that each costs them one queue entry and one write.
+    pub fn say_many(
+        &self,
+        id: MemberId,
+        room: &str,
+        lines: &[ChatLine],
+    ) -> Result<Vec<Posted>, HubError> {
+        let key = key_of(room);
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let (from, target) = st.speaker(id, &key, room)?;
+        let mut posted = Vec::with_capacity(lines.len());
+        let mut envelopes = Vec::with_capacity(lines.len());
+        for line in lines {
+            let (p, env) = self.post(target, from.clone(), line.text.clone(), line.action);
+            posted.push(p);
+            envelopes.push(env);
         }
-        let from = member.nick.clone();
-        let room = st
-            .rooms
-            .get_mut(&key)
-            .ok_or_else(|| HubError::NoSuchRoom(room.to_string()))?;
+        match envelopes.len() {
+            0 => {}
+            1 => st.fan_out(&key, Some(id), &envelopes[0]),
+            _ => st.fan_out_item(&key, Some(id), &Outgoing::Bundle(Bundle::new(envelopes))),
+        }
+        st.evict_overflowed();
+        Ok(posted)
+    }
+
+    /// Places one message in its room's order: every room message passes
+    /// here, under the hub's lock, so this is where it gets its `seq` and
+    /// is handed to the history. Telling the members is the caller's job.
+    fn post(
+        &self,
+        room: &mut Room,
+        from: Nick,
+        text: Arc<str>,
+        action: bool,
+    ) -> (Posted, Arc<Envelope>) {
         room.last_seq += 1;
         let mut posted = Posted {
             room: room.name.clone(),
@@ -466,7 +511,7 @@ impl Hub {
             seq: posted.seq,
             ts_ms: posted.ts_ms,
             from,
-            text: text.into(),
+            text,
             action,
         });
         if let Some(history) = &self.history {
@@ -479,9 +524,7 @@ impl Hub {
                 room.recent.push_back(env.clone());
             }
         }
-        st.fan_out(&key, Some(id), &env);
-        st.evict_overflowed();
-        Ok(posted)
+        (posted, env)
     }
 
     /// Sends a private message to one member, found by nick.
@@ -624,8 +667,33 @@ impl Hub {
 }
 
 impl State {
+    /// The nick of a member about to post to the room `key` (`shown` as
+    /// the member wrote it), and the room, if the member is in it.
+    fn speaker(
+        &mut self,
+        id: MemberId,
+        key: &str,
+        shown: &str,
+    ) -> Result<(Nick, &mut Room), HubError> {
+        let member = self.members.get(&id).ok_or(HubError::Gone)?;
+        if !member.rooms.iter().any(|k| k == key) {
+            return Err(HubError::NotInRoom(shown.to_string()));
+        }
+        let from = member.nick.clone();
+        let room = self
+            .rooms
+            .get_mut(key)
+            .ok_or_else(|| HubError::NoSuchRoom(shown.to_string()))?;
+        Ok((from, room))
+    }
+
     /// Pushes `env` to every member of a room except `except`.
     fn fan_out(&mut self, room_key: &str, except: Option<MemberId>, env: &Arc<Envelope>) {
+        self.fan_out_item(room_key, except, &Outgoing::Event(env.clone()));
+    }
+
+    /// Pushes `item` to every member of a room except `except`.
+    fn fan_out_item(&mut self, room_key: &str, except: Option<MemberId>, item: &Outgoing) {
         let Some(room) = self.rooms.get(room_key) else {
             return;
         };
@@ -633,7 +701,7 @@ impl State {
             if Some(*id) == except {
                 continue;
             }
-            if outbox.push(Outgoing::Event(env.clone())) == Push::Overflow {
+            if outbox.push(item.clone()) == Push::Overflow {
                 self.overflowed.push(*id);
             }
         }
@@ -896,6 +964,70 @@ mod tests {
         assert_eq!(
             hub.say(a.id, "r3", "m", false).err(),
             Some(HubError::NotInRoom("r3".into()))
+        );
+    }
+
+    fn chat(lines: &[(&str, bool)]) -> Vec<ChatLine> {
+        lines
+            .iter()
+            .map(|(t, action)| ChatLine {
+                text: (*t).into(),
+                action: *action,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_is_sequenced_line_by_line_and_delivered_as_one() {
+        let hub = Hub::default();
+        let a = Probe::join(&hub, "lobby");
+        let b = Probe::join(&hub, "lobby");
+        a.lines();
+        b.lines();
+        hub.say(a.id, "lobby", "first", false).unwrap();
+        let posted = hub
+            .say_many(a.id, "lobby", &chat(&[("two", false), ("waves", true)]))
+            .unwrap();
+        let seqs: Vec<u64> = posted.iter().map(|p| p.seq).collect();
+        assert_eq!(seqs, vec![2, 3]);
+        // One queue entry (one write) for the two lines, after the first.
+        assert_eq!(
+            b.lines(),
+            vec!["guest1> first", "guest1> two\n* guest1 waves"]
+        );
+        assert!(a.lines().is_empty());
+        assert_eq!(
+            hub.say_many(a.id, "elsewhere", &chat(&[("x", false)]))
+                .err(),
+            Some(HubError::NotInRoom("elsewhere".into()))
+        );
+    }
+
+    #[test]
+    fn every_line_of_a_batch_is_stored() {
+        let store = crate::store::memory(crate::store::Retention::default());
+        let hub = Hub::with_history(
+            HubLimits::default(),
+            Some(History {
+                store: store.clone(),
+                replay: 10,
+                store_private: false,
+            }),
+        );
+        let (a, _) = hub.connect(Outbox::new(1 << 20), greet).unwrap();
+        hub.join(a, "lobby", ack).unwrap();
+        hub.say_many(a, "lobby", &chat(&[("one", false), ("two", false)]))
+            .unwrap();
+        hub.say(a, "lobby", "three", false).unwrap();
+        let stored: Vec<(u64, String)> = store
+            .page("lobby", None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.seq, m.text))
+            .collect();
+        assert_eq!(
+            stored,
+            vec![(1, "one".into()), (2, "two".into()), (3, "three".into())]
         );
     }
 
