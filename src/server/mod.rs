@@ -11,6 +11,7 @@ pub mod hub;
 pub mod outbox;
 pub mod session;
 pub mod tls;
+pub mod trim;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -217,6 +218,8 @@ impl Server {
             tokio::spawn(acceptor.run());
         }
         drop(done_tx);
+        tokio::spawn(trim::run(stop.clone()));
+        tokio::spawn(tell_held_notices(self.hub.clone(), stop.clone()));
 
         shutdown.await;
         info!("shutting down");
@@ -238,6 +241,22 @@ impl Server {
             }
         }
         info!("stopped");
+    }
+}
+
+/// Has the hub tell the join and leave notices big rooms hold, at most
+/// [`hub::NOTICE_DELAY`] after the first is held, until `stop`.
+async fn tell_held_notices(hub: Arc<Hub>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = hub.notices_held() => {}
+            _ = stop.cancelled() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(hub::NOTICE_DELAY) => {}
+            _ = stop.cancelled() => return,
+        }
+        hub.tell_held();
     }
 }
 
