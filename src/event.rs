@@ -114,14 +114,23 @@ const FORMATS: usize = 2;
 pub struct Envelope {
     pub event: Event,
     encoded: [OnceLock<Bytes>; FORMATS],
+    /// The event's [`Event::approx_size`], worked out once for all its
+    /// recipients' queues.
+    approx_size: usize,
 }
 
 impl Envelope {
     pub fn new(event: Event) -> Arc<Envelope> {
         Arc::new(Envelope {
+            approx_size: event.approx_size(),
             event,
             encoded: Default::default(),
         })
+    }
+
+    /// The event's [`Event::approx_size`].
+    pub fn approx_size(&self) -> usize {
+        self.approx_size
     }
 
     /// The event's bytes in `format`, encoding at most once per format no
@@ -149,7 +158,7 @@ pub struct Bundle {
 
 impl Bundle {
     pub fn new(envelopes: Vec<Arc<Envelope>>) -> Arc<Bundle> {
-        let approx_size = envelopes.iter().map(|e| e.event.approx_size()).sum();
+        let approx_size = envelopes.iter().map(|e| e.approx_size()).sum();
         Arc::new(Bundle {
             envelopes,
             encoded: Default::default(),

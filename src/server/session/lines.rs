@@ -95,15 +95,17 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             if read.is_empty() {
                 self.done = true;
                 self.finish()?;
-            } else {
-                self.decode(read)?;
+            } else if let Some(first) = self.decode(read)? {
+                return Poll::Ready(Some(Ok(first)));
             }
         }
     }
 
     /// Frames `read` after the incomplete line kept from before, and keeps
-    /// the new incomplete line, copied so the read's buffer can go.
-    fn decode(&mut self, read: &[u8]) -> io::Result<()> {
+    /// the new incomplete line, copied so the read's buffer can go. The
+    /// first frame is returned rather than queued: a read of one line, the
+    /// usual case, queues nothing.
+    fn decode(&mut self, read: &[u8]) -> io::Result<Option<Frame>> {
         let mut buf = if self.partial.is_empty() {
             BytesMut::from(read)
         } else {
@@ -111,13 +113,16 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
             buf.extend_from_slice(read);
             buf
         };
-        while let Some(frame) = self.codec.decode(&mut buf)? {
-            self.ready.push_back(frame);
+        let first = self.codec.decode(&mut buf)?;
+        if first.is_some() {
+            while let Some(frame) = self.codec.decode(&mut buf)? {
+                self.ready.push_back(frame);
+            }
         }
         if !buf.is_empty() {
             self.partial = BytesMut::from(&buf[..]);
         }
-        Ok(())
+        Ok(first)
     }
 
     /// At end of input, an unterminated last line is still a frame.

@@ -11,6 +11,7 @@ use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,8 +35,9 @@ pub struct Encoding {
 /// once) or closed (after a flush bounded by `close_timeout`).
 ///
 /// Waiting is all an idle connection's writer does, so only that state is
-/// kept in its task: the work of a batch runs in a future boxed for the
-/// batch's duration.
+/// kept in its task. A batch is first written without waiting, which is
+/// how nearly every batch goes; only a write that blocks gets a future of
+/// its own, boxed for as long as it lasts.
 // An `async move` block rather than an `async fn`, which would keep second
 // copies of the arguments in the task for its whole life.
 #[allow(clippy::manual_async_fn)]
@@ -54,9 +56,34 @@ where
             match outbox.take(&mut batch).await {
                 Drain::Abort => return,
                 Drain::More => {
-                    let more =
-                        write_batch(&mut writer, &outbox, &mut batch, encoding, close_timeout);
-                    if !Box::pin(more).await {
+                    let cost: usize = batch.iter().map(Queued::cost).sum();
+                    let mut offset = 0;
+                    let now = poll_fn(|cx| {
+                        let w = Pin::new(&mut writer);
+                        Poll::Ready(poll_write_queue(w, cx, &mut batch, &mut offset, encoding))
+                    })
+                    .await;
+                    let written = match now {
+                        Poll::Ready(r) => r,
+                        Poll::Pending => {
+                            let blocked = Blocked {
+                                outbox: &outbox,
+                                queue: &mut batch,
+                                offset: &mut offset,
+                                encoding,
+                                close_timeout,
+                            };
+                            match Box::pin(blocked.write(&mut writer)).await {
+                                Some(r) => r,
+                                None => return,
+                            }
+                        }
+                    };
+                    outbox.release(cost);
+                    if written.is_err() {
+                        // The reader sees the outbox end and reports the
+                        // member gone.
+                        outbox.abort();
                         return;
                     }
                 }
@@ -73,40 +100,42 @@ where
     }
 }
 
-/// Writes one batch taken from the outbox and releases its cost. Returns
-/// whether the writer should go on.
-async fn write_batch<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    outbox: &Outbox,
-    batch: &mut VecDeque<Queued>,
+/// A batch whose write blocked: the client is not reading fast enough.
+struct Blocked<'a> {
+    outbox: &'a Outbox,
+    queue: &'a mut VecDeque<Queued>,
+    offset: &'a mut usize,
     encoding: Encoding,
     close_timeout: Duration,
-) -> bool {
-    let cost: usize = batch.iter().map(Queued::cost).sum();
-    // A write may block on a client that stopped reading. If the session
-    // closes meanwhile (quit, ping timeout, shutdown), the write gets
-    // `close_timeout` more, then the connection is dropped: nothing waits
-    // on a dead reader for ever.
-    let write = write_queue(writer, batch, encoding);
-    tokio::pin!(write);
-    let mut give_up: Option<tokio::time::Instant> = None;
-    let written = loop {
-        tokio::select! {
-            r = &mut write => break r,
-            _ = outbox.aborted() => return false,
-            _ = outbox.ended(), if give_up.is_none() => {
-                give_up = Some(tokio::time::Instant::now() + close_timeout);
+}
+
+impl Blocked<'_> {
+    /// Finishes the write, or gives up (`None`) if the outbox is aborted,
+    /// or closes and the write still blocks `close_timeout` later: nothing
+    /// waits on a dead reader for ever.
+    async fn write<W: AsyncWrite + Unpin>(self, writer: &mut W) -> Option<io::Result<()>> {
+        let Blocked {
+            outbox,
+            queue,
+            offset,
+            encoding,
+            close_timeout,
+        } = self;
+        let write =
+            poll_fn(|cx| poll_write_queue(Pin::new(&mut *writer), cx, queue, offset, encoding));
+        tokio::pin!(write);
+        let mut give_up: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                r = &mut write => return Some(r),
+                _ = outbox.aborted() => return None,
+                _ = outbox.ended(), if give_up.is_none() => {
+                    give_up = Some(tokio::time::Instant::now() + close_timeout);
+                }
+                _ = sleep_until_opt(give_up) => return None,
             }
-            _ = sleep_until_opt(give_up) => return false,
         }
-    };
-    outbox.release(cost);
-    if written.is_err() {
-        // The reader sees the outbox end and reports the member gone.
-        outbox.abort();
-        return false;
     }
-    true
 }
 
 /// Sleeps until `at`, or for ever when there is no deadline.
@@ -124,53 +153,77 @@ pub async fn write_queue<W: AsyncWrite + Unpin>(
     queue: &mut VecDeque<Queued>,
     encoding: Encoding,
 ) -> io::Result<()> {
-    if queue.is_empty() {
-        return Ok(());
-    }
-    // Bytes of the front item already written.
     let mut offset = 0;
+    poll_fn(|cx| poll_write_queue(Pin::new(&mut *writer), cx, queue, &mut offset, encoding)).await
+}
+
+/// Writes as much of `queue` as the writer takes now, starting `offset`
+/// bytes into the first item, then flushes. Items leave the queue once
+/// fully written and `offset` follows a partly written one, so a pending
+/// write can be polled again later, from any future.
+fn poll_write_queue<W: AsyncWrite + Unpin>(
+    mut writer: Pin<&mut W>,
+    cx: &mut std::task::Context<'_>,
+    queue: &mut VecDeque<Queued>,
+    offset: &mut usize,
+    encoding: Encoding,
+) -> Poll<io::Result<()>> {
     loop {
         while queue
             .front()
-            .is_some_and(|item| item.wire(encoding.format, encoding.encode).len() == offset)
+            .is_some_and(|item| item.wire(encoding.format, encoding.encode).len() == *offset)
         {
             queue.pop_front();
-            offset = 0;
+            *offset = 0;
         }
         if queue.is_empty() {
-            break;
+            return writer.poll_flush(cx);
         }
-        let mut written =
-            poll_fn(|cx| poll_write_items(Pin::new(&mut *writer), cx, queue, offset, encoding))
-                .await?;
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
+        let mut written = match poll_write_items(writer.as_mut(), cx, queue, *offset, encoding) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => n,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        };
         while written > 0 {
             let Some(front) = queue.front() else { break };
-            let left = front.wire(encoding.format, encoding.encode).len() - offset;
+            let left = front.wire(encoding.format, encoding.encode).len() - *offset;
             if written < left {
-                offset += written;
+                *offset += written;
                 break;
             }
             written -= left;
-            offset = 0;
+            *offset = 0;
             queue.pop_front();
         }
     }
-    writer.flush().await
 }
 
 /// One vectored write of as many queued items as fit, starting `offset`
-/// bytes into the first.
+/// bytes into the first. The buffer list lives on the stack, sized to the
+/// queue: a single message does not set up room for hundreds.
 fn poll_write_items<W: AsyncWrite>(
     writer: Pin<&mut W>,
     cx: &mut std::task::Context<'_>,
     queue: &VecDeque<Queued>,
     offset: usize,
     encoding: Encoding,
-) -> std::task::Poll<io::Result<usize>> {
-    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+) -> Poll<io::Result<usize>> {
+    match queue.len() {
+        0..=4 => poll_write_up_to::<4, W>(writer, cx, queue, offset, encoding),
+        5..=32 => poll_write_up_to::<32, W>(writer, cx, queue, offset, encoding),
+        _ => poll_write_up_to::<MAX_SLICES, W>(writer, cx, queue, offset, encoding),
+    }
+}
+
+fn poll_write_up_to<const N: usize, W: AsyncWrite>(
+    writer: Pin<&mut W>,
+    cx: &mut std::task::Context<'_>,
+    queue: &VecDeque<Queued>,
+    offset: usize,
+    encoding: Encoding,
+) -> Poll<io::Result<usize>> {
+    let mut slices = [IoSlice::new(&[]); N];
     let mut n = 0;
     for (i, item) in queue.iter().enumerate() {
         let bytes = item.wire(encoding.format, encoding.encode);
@@ -180,7 +233,7 @@ fn poll_write_items<W: AsyncWrite>(
         }
         slices[n] = IoSlice::new(bytes);
         n += 1;
-        if n == MAX_SLICES {
+        if n == N {
             break;
         }
     }
@@ -300,6 +353,70 @@ mod tests {
                 assert_eq!(String::from_utf8(w.out).unwrap(), EXPECTED);
             }
         }
+    }
+
+    /// Blocks every other call (waking at once) and takes 3 bytes when it
+    /// does not, so writes go back and forth between the fast path and the
+    /// blocked one, in the middle of items.
+    struct Stutter {
+        out: Arc<std::sync::Mutex<Vec<u8>>>,
+        block: bool,
+    }
+
+    impl AsyncWrite for Stutter {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.block = !self.block;
+            if self.block {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let n = buf.len().min(3);
+            self.out.lock().unwrap().extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn blocked_writes_resume_where_they_stopped() {
+        let out = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = Stutter {
+            out: out.clone(),
+            block: false,
+        };
+        let outbox = Outbox::new(1 << 20);
+        let task = tokio::spawn(write_loop(
+            writer,
+            outbox.clone(),
+            TEXT,
+            Duration::from_secs(5),
+        ));
+        let mut expected = String::new();
+        for i in 0..50 {
+            let line = format!("line number {i}\n");
+            expected.push_str(&line);
+            outbox.push(crate::server::outbox::Outgoing::Raw(line.into()));
+            if i % 7 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        outbox.close();
+        task.await.unwrap();
+        assert_eq!(
+            String::from_utf8(out.lock().unwrap().clone()).unwrap(),
+            expected
+        );
     }
 
     #[tokio::test]
