@@ -26,12 +26,15 @@ pub(super) fn msg(v: &mut ChatView, m: ServerMsg) {
     v.apply(Update::Msg(m));
 }
 
+/// A chat line from `from` in the lobby, numbered after everything so far
+/// (the same number and time would make it a copy of an earlier message).
 pub(super) fn say(v: &mut ChatView, from: &str, text: &str) {
+    let seq = v.pushed() + 1;
     msg(
         v,
         ServerMsg::Message {
             room: "lobby".into(),
-            seq: 1,
+            seq,
             ts: T,
             from: from.into(),
             text: text.into(),
