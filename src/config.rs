@@ -8,13 +8,28 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 /// Longest timeout accepted, so deadlines never overflow the clock.
 const MAX_TIMEOUT_SECS: u64 = 86_400;
 
 /// Default listening address: loopback only, the classic port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1234";
+
+/// Longest replay on joining, and longest `/history` page.
+pub const MAX_HISTORY_REPLAY: usize = 500;
+
+/// Where room history is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryMode {
+    /// One SQLite file in the data directory, durable across restarts.
+    Sqlite,
+    /// In memory only: gone when the server stops.
+    Memory,
+    /// No history: no replay, no `/history`.
+    Off,
+}
 
 /// Settings of one server instance.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -43,6 +58,36 @@ pub struct ServerConfig {
     pub ping_interval_secs: u64,
     /// Seconds a JSON client has to answer a ping before it is dropped.
     pub ping_timeout_secs: u64,
+    /// Where room history is kept.
+    pub history: HistoryMode,
+    /// Directory for the history database; the platform's data directory
+    /// for rchat when unset.
+    pub data_dir: Option<PathBuf>,
+    /// Messages a member is sent on joining a room; 0 for none.
+    pub history_replay: usize,
+    /// Keep only this many of each room's newest messages.
+    pub history_max_per_room: Option<u64>,
+    /// Delete messages older than this (in the file: "30d", "12h", ...).
+    #[serde(deserialize_with = "duration_opt")]
+    pub history_max_age: Option<Duration>,
+    /// Store private messages too (off by default; see docs/protocol.md).
+    pub store_private: bool,
+}
+
+/// Reads "30d", "1h 30m" and the like.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration such as 30d or 12h: {e}"))?;
+    if d.is_zero() {
+        return Err("a duration must be longer than zero".into());
+    }
+    Ok(d)
+}
+
+fn duration_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = Option::<String>::deserialize(d)?;
+    text.map(|t| parse_duration(&t).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 impl Default for ServerConfig {
@@ -59,6 +104,12 @@ impl Default for ServerConfig {
             close_timeout_secs: 3,
             ping_interval_secs: 30,
             ping_timeout_secs: 30,
+            history: HistoryMode::Sqlite,
+            data_dir: None,
+            history_replay: 50,
+            history_max_per_room: None,
+            history_max_age: None,
+            store_private: false,
         }
     }
 }
@@ -135,6 +186,12 @@ impl ServerConfig {
         if self.max_rooms_per_member == 0 {
             return bad("max-rooms-per-member must be at least 1");
         }
+        if self.history_replay > MAX_HISTORY_REPLAY {
+            return bad("history-replay must be at most 500 messages");
+        }
+        if self.history_max_per_room == Some(0) {
+            return bad("history-max-per-room must be at least 1; use --history off to keep none");
+        }
         Ok(())
     }
 
@@ -179,6 +236,32 @@ mod tests {
     #[test]
     fn unknown_fields_are_rejected() {
         assert!(toml::from_str::<ServerConfig>("max_lines = 5").is_err());
+    }
+
+    #[test]
+    fn history_settings_from_a_file() {
+        let cfg: ServerConfig = toml::from_str(
+            "history = \"memory\"\nhistory_max_age = \"30d\"\nhistory_max_per_room = 100",
+        )
+        .unwrap();
+        assert_eq!(cfg.history, HistoryMode::Memory);
+        assert_eq!(cfg.history_max_age, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(cfg.history_max_per_room, Some(100));
+        assert!(toml::from_str::<ServerConfig>("history_max_age = \"soon\"").is_err());
+        assert!(toml::from_str::<ServerConfig>("history = \"postgres\"").is_err());
+        let zero = ServerConfig {
+            history_max_per_room: Some(0),
+            ..ServerConfig::default()
+        };
+        assert!(zero.validate().is_err());
+    }
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(12 * 3600)));
+        assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("12").is_err());
     }
 
     #[test]

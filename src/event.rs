@@ -59,6 +59,14 @@ pub enum Event {
     },
     /// A notice from the server itself, such as the shutdown warning.
     Notice(Arc<str>),
+    /// A room's stored messages (each an [`Event::Message`]), oldest first,
+    /// replayed to a member who joins it.
+    History {
+        room: RoomName,
+        messages: Arc<[Event]>,
+        /// Older messages may be stored.
+        more: bool,
+    },
 }
 
 impl Event {
@@ -85,6 +93,9 @@ impl Event {
                 }
                 Event::Renamed { old, new } => old.as_str().len() + new.as_str().len(),
                 Event::Notice(text) => text.len(),
+                Event::History { room, messages, .. } => {
+                    room.as_str().len() + messages.iter().map(Event::approx_size).sum::<usize>()
+                }
             }
     }
 }

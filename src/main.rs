@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use rchat::cert;
-use rchat::config::ServerConfig;
+use rchat::config::{HistoryMode, ServerConfig};
 use rchat::server::Server;
 
 #[derive(Parser)]
@@ -131,6 +131,27 @@ struct ServeArgs {
     /// Seconds a client has to finish its TLS handshake. [default: 10]
     #[arg(long, value_name = "SECS")]
     handshake_timeout: Option<u64>,
+    /// Where room history is kept: an SQLite file in --data-dir, memory
+    /// (lost on exit), or off. [default: sqlite]
+    #[arg(long, value_name = "KIND")]
+    history: Option<HistoryMode>,
+    /// Directory for the history database (created if missing).
+    /// [default: the platform's data directory, e.g. ~/.local/share/rchat]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Messages replayed to a member joining a room; 0 for none.
+    /// [default: 50]
+    #[arg(long, value_name = "N")]
+    history_replay: Option<usize>,
+    /// Keep only each room's newest N messages. [default: all]
+    #[arg(long, value_name = "N")]
+    history_max_per_room: Option<u64>,
+    /// Delete messages older than this, e.g. 30d or 12h. [default: never]
+    #[arg(long, value_name = "DURATION", value_parser = rchat::config::parse_duration)]
+    history_max_age: Option<std::time::Duration>,
+    /// Store private messages too (they are not stored by default).
+    #[arg(long)]
+    store_private: bool,
 }
 
 #[derive(Args)]
@@ -222,6 +243,24 @@ fn serve(args: ServeArgs) -> anyhow::Result<u8> {
     }
     if let Some(n) = args.handshake_timeout {
         config.handshake_timeout_secs = n;
+    }
+    if let Some(mode) = args.history {
+        config.history = mode;
+    }
+    if args.data_dir.is_some() {
+        config.data_dir = args.data_dir;
+    }
+    if let Some(n) = args.history_replay {
+        config.history_replay = n;
+    }
+    if args.history_max_per_room.is_some() {
+        config.history_max_per_room = args.history_max_per_room;
+    }
+    if args.history_max_age.is_some() {
+        config.history_max_age = args.history_max_age;
+    }
+    if args.store_private {
+        config.store_private = true;
     }
     raise_fd_limit();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

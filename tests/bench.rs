@@ -26,6 +26,7 @@ impl TestServer {
     async fn start() -> TestServer {
         let server = Server::bind(ServerConfig {
             listen: vec!["127.0.0.1:0".parse().unwrap()],
+            history: rchat::config::HistoryMode::Off,
             ..Default::default()
         })
         .await

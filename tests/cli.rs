@@ -91,6 +91,10 @@ fn spawn(args: &[&str]) -> (Spawned, BufReader<std::process::ChildStderr>) {
 /// read from the `listening on` log line.
 fn spawn_server(extra: &[&str]) -> (Spawned, SocketAddr, BufReader<std::process::ChildStderr>) {
     let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+    // Never the user's own data directory.
+    if !extra.contains(&"--data-dir") && !extra.contains(&"--history") {
+        args.extend_from_slice(&["--history", "memory"]);
+    }
     args.extend_from_slice(extra);
     let (child, mut stderr) = spawn(&args);
     let mut line = String::new();
@@ -162,7 +166,7 @@ async fn sigint_notifies_clients_closes_and_exits_zero() {
 
 #[test]
 fn warns_when_listening_in_clear_beyond_loopback() {
-    let (mut child, mut stderr) = spawn(&["serve", "--listen", "0.0.0.0:0"]);
+    let (mut child, mut stderr) = spawn(&["serve", "--listen", "0.0.0.0:0", "--history", "off"]);
     let mut seen = String::new();
     let mut line = String::new();
     while !seen.contains("without TLS") {

@@ -77,6 +77,15 @@ pub fn parse(line: &str, room: Option<&str>, next_id: &mut u64) -> Action {
                 to: to.to_string(),
                 text: text.to_string(),
             }),
+            Command::History(n) => {
+                let id = id();
+                in_room(&|room| ClientMsg::History {
+                    id: id.clone(),
+                    room,
+                    before: None,
+                    limit: Some(n),
+                })
+            }
             Command::Help => Action::Help,
             Command::Quit(reason) => Action::Quit(reason.map(str::to_string)),
             Command::Usage(u) => Action::Error(format!("usage: {u}")),

@@ -349,6 +349,37 @@ pub fn from_event(event: &Event) -> ServerMsg {
         Event::Notice(text) => ServerMsg::Notice {
             text: text.to_string(),
         },
+        Event::History {
+            room,
+            messages,
+            more,
+        } => ServerMsg::History {
+            id: None,
+            room: room.to_string(),
+            messages: messages.iter().filter_map(history_entry).collect(),
+            more: *more,
+        },
+    }
+}
+
+/// A room message as a [`HistoryEntry`]; `None` for any other event.
+pub fn history_entry(event: &Event) -> Option<HistoryEntry> {
+    match event {
+        Event::Message {
+            seq,
+            ts_ms,
+            from,
+            text,
+            action,
+            ..
+        } => Some(HistoryEntry {
+            seq: *seq,
+            ts: *ts_ms,
+            from: from.to_string(),
+            text: text.to_string(),
+            action: *action,
+        }),
+        _ => None,
     }
 }
 

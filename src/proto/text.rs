@@ -33,6 +33,8 @@ pub enum Command<'a> {
         text: &'a str,
     },
     Me(&'a str),
+    /// Show the room's last N messages.
+    History(usize),
     Help,
     Quit(Option<&'a str>),
     /// A known command with missing arguments; carries its usage line.
@@ -76,12 +78,22 @@ pub fn parse(line: &str) -> Input<'_> {
         },
         "me" if !args.is_empty() => Command::Me(args),
         "me" => Command::Usage("/me ACTION"),
+        "history" if args.is_empty() => Command::History(DEFAULT_HISTORY),
+        "history" => match args.parse::<usize>() {
+            Ok(n) if (1..=MAX_HISTORY).contains(&n) => Command::History(n),
+            _ => Command::Usage("/history [N]"),
+        },
         "help" => Command::Help,
         "quit" => Command::Quit((!args.is_empty()).then_some(args)),
         _ => Command::Unknown(name),
     };
     Input::Command(cmd)
 }
+
+/// Messages `/history` shows when no number is given.
+pub const DEFAULT_HISTORY: usize = 20;
+/// Most messages one `/history` shows.
+pub const MAX_HISTORY: usize = crate::config::MAX_HISTORY_REPLAY;
 
 fn one_word(args: &str) -> Option<&str> {
     (!args.is_empty() && !args.contains([' ', '\t'])).then_some(args)
@@ -96,6 +108,7 @@ pub const HELP: &[&str] = &[
     "  /who              list the members of this room",
     "  /msg NICK TEXT    send TEXT to NICK alone",
     "  /me ACTION        tell the room what you are doing",
+    "  /history [N]      show the last N messages of this room",
     "  /quit [REASON]    leave (also !quit)",
     "  //text            send a line that starts with /",
     "anything else is sent to everyone in your room",
@@ -137,8 +150,47 @@ pub fn render(event: &Event) -> Bytes {
         },
         Event::Renamed { old, new } => format!("* {old} is now known as {new}\n"),
         Event::Notice(text) => format!("* {text}\n"),
+        Event::History { room, messages, .. } => return history(room.as_str(), messages),
     };
     Bytes::from(line)
+}
+
+/// A room's stored messages as a delimited block, each line with its time
+/// (UTC, to the minute) and sender; nothing at all when there are none.
+pub fn history(room: &str, messages: &[Event]) -> Bytes {
+    let lines: Vec<String> = messages
+        .iter()
+        .filter_map(|m| match m {
+            Event::Message {
+                ts_ms,
+                from,
+                text,
+                action,
+                ..
+            } => Some(if *action {
+                format!("[{}] * {from} {text}\n", utc_minute(*ts_ms))
+            } else {
+                format!("[{}] {from}> {text}\n", utc_minute(*ts_ms))
+            }),
+            _ => None,
+        })
+        .collect();
+    if lines.is_empty() {
+        return Bytes::new();
+    }
+    let n = lines.len();
+    let plural = if n == 1 { "" } else { "s" };
+    let mut out = format!("* history of {room}: last {n} message{plural} (times are UTC)\n");
+    out.extend(lines);
+    out.push_str("* end of history\n");
+    Bytes::from(out)
+}
+
+/// `2026-11-24 11:02` for a time in milliseconds since the Unix epoch.
+fn utc_minute(ts_ms: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ts_ms);
+    let full = humantime::format_rfc3339_seconds(at).to_string();
+    full.get(..16).unwrap_or(&full).replacen('T', " ", 1)
 }
 
 #[cfg(test)]
@@ -206,5 +258,55 @@ mod tests {
             reason: LeaveReason::Quit(Some("bye".into())),
         };
         assert_eq!(render(&left), "* alice quit (bye)\n");
+    }
+
+    #[test]
+    fn history_command() {
+        assert_eq!(parse("/history"), Input::Command(Command::History(20)));
+        assert_eq!(parse("/HISTORY 5"), Input::Command(Command::History(5)));
+        assert_eq!(parse("/history 500"), Input::Command(Command::History(500)));
+        for bad in ["/history 0", "/history 501", "/history ten", "/history 5 6"] {
+            assert_eq!(
+                parse(bad),
+                Input::Command(Command::Usage("/history [N]")),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn renders_history_blocks() {
+        let room = RoomName::parse("lobby").unwrap();
+        let said = |seq, ts_ms, text: &str, action| Event::Message {
+            room: room.clone(),
+            seq,
+            ts_ms,
+            from: Nick::parse("alice").unwrap(),
+            text: text.into(),
+            action,
+        };
+        // 2026-11-24 11:02:13.5 UTC
+        let t = 1_795_518_133_500;
+        let block = history(
+            "lobby",
+            &[
+                said(1, t, "hello", false),
+                said(2, t + 60_000, "waves", true),
+            ],
+        );
+        assert_eq!(
+            block,
+            "* history of lobby: last 2 messages (times are UTC)\n\
+             [2026-11-24 11:02] alice> hello\n\
+             [2026-11-24 11:03] * alice waves\n\
+             * end of history\n"
+        );
+        assert!(history("lobby", &[]).is_empty());
+        let replay = Event::History {
+            room: room.clone(),
+            messages: vec![said(7, t, "x", false)].into(),
+            more: true,
+        };
+        assert!(render(&replay).starts_with(b"* history of lobby: last 1 message ("));
     }
 }

@@ -10,16 +10,29 @@
 //!
 //! A member may be in several rooms at once (structured clients need this);
 //! the text protocol simply uses one at a time.
+//!
+//! With [`History`], the hub also hands every room message to the store, in
+//! the same lock hold that sequences it (appending only queues, it never
+//! waits for the disk), and keeps each live room's newest messages in memory
+//! for the replay a joiner gets. Replay is queued in the lock hold that adds
+//! the joiner, so live traffic continues exactly after it. A room's numbering
+//! is taken from the store when the room is created, so it survives the room
+//! emptying and the server restarting.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tracing::{debug, info};
+use tracing::{debug, error, info};
 
 use crate::event::{Envelope, Event, LeaveReason};
 use crate::names::{key_of, NameError, Nick, RoomName};
 use crate::server::outbox::{Outbox, Outgoing, Push};
+use crate::store::{Receipt, Store, StoredMessage};
+
+/// Store key under which private messages are kept with `--store-private`.
+/// It cannot collide with a room's key: room names have no `~`.
+pub const PRIVATE_KEY: &str = "~private";
 
 /// Identifies one registered member for the lifetime of its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -40,6 +53,34 @@ impl Default for HubLimits {
     }
 }
 
+/// The history the hub keeps, if any.
+pub struct History {
+    pub store: Arc<dyn Store>,
+    /// Messages a joiner is sent before live traffic; 0 for none.
+    pub replay: usize,
+    /// Store private messages too, under [`PRIVATE_KEY`].
+    pub store_private: bool,
+}
+
+impl std::fmt::Debug for History {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("History")
+            .field("replay", &self.replay)
+            .field("store_private", &self.store_private)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A page of stored messages, read by [`Hub::history`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    pub room: RoomName,
+    /// Oldest first.
+    pub messages: Vec<StoredMessage>,
+    /// Older messages may be stored.
+    pub more: bool,
+}
+
 /// Why the hub refused a request. The messages are shown to users as-is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HubError {
@@ -57,6 +98,10 @@ pub enum HubError {
     AlreadyInRoom(String),
     #[error("you are already in the most rooms allowed ({0}); leave one first")]
     TooManyRooms(usize),
+    #[error("this server keeps no history")]
+    NoHistory,
+    #[error("the history could not be read; try again later")]
+    HistoryUnreadable,
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("your session is no longer registered")]
@@ -72,12 +117,15 @@ pub struct Joined {
 }
 
 /// Where a message was placed in its room's order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Posted {
     /// The room as the server spells it.
     pub room: RoomName,
     pub seq: u64,
     pub ts_ms: u64,
+    /// Completes once the message is durably stored; `None` without
+    /// history.
+    pub stored: Option<Receipt>,
 }
 
 #[derive(Debug)]
@@ -94,6 +142,8 @@ struct Room {
     members: HashMap<MemberId, Arc<Outbox>>,
     /// Sequence number of the last message posted here.
     last_seq: u64,
+    /// The newest messages, for replay; at most `History::replay`.
+    recent: VecDeque<Arc<Envelope>>,
 }
 
 #[derive(Debug, Default)]
@@ -109,6 +159,9 @@ struct State {
     /// Members whose outbox overflowed during a fan-out, to be evicted once
     /// the fan-out is over.
     overflowed: Vec<MemberId>,
+    /// Last seq used for a stored private message; read from the store on
+    /// first use.
+    private_seq: Option<u64>,
 }
 
 /// The shared chat state. Cheap to share: wrap in an `Arc`.
@@ -116,6 +169,7 @@ struct State {
 pub struct Hub {
     state: Mutex<State>,
     limits: HubLimits,
+    history: Option<History>,
 }
 
 fn now_ms() -> u64 {
@@ -126,11 +180,69 @@ fn now_ms() -> u64 {
 }
 
 impl Hub {
+    /// A hub that keeps no history.
     pub fn new(limits: HubLimits) -> Hub {
+        Hub::with_history(limits, None)
+    }
+
+    pub fn with_history(limits: HubLimits, history: Option<History>) -> Hub {
         Hub {
             state: Mutex::default(),
             limits,
+            history,
         }
+    }
+
+    /// A new room, numbered on from what the store holds for it and primed
+    /// with its newest stored messages.
+    fn new_room(&self, name: RoomName) -> Room {
+        let mut room = Room {
+            name,
+            members: HashMap::new(),
+            last_seq: 0,
+            recent: VecDeque::new(),
+        };
+        let Some(history) = &self.history else {
+            return room;
+        };
+        let key = room.name.key();
+        match history.store.last_seq(&key) {
+            Ok(seq) => room.last_seq = seq,
+            // Numbering from 0 would collide with stored messages; the
+            // store refuses those, so chat goes on but is not stored.
+            Err(e) => error!(room = %room.name, error = %e, "cannot read the room's last seq"),
+        }
+        if history.replay > 0 {
+            match history.store.page(&key, None, history.replay) {
+                Ok(page) => {
+                    // Spelled as it was when it was last used.
+                    if let Some(name) = page.last().and_then(|m| RoomName::parse(&m.room_name).ok())
+                    {
+                        room.name = name;
+                    }
+                    room.recent.extend(
+                        page.iter()
+                            .filter_map(StoredMessage::to_event)
+                            .map(Envelope::new),
+                    )
+                }
+                Err(e) => error!(room = %room.name, error = %e, "cannot read the room's history"),
+            }
+        }
+        room
+    }
+
+    /// The replay a joiner of `room` gets, if history is on.
+    fn replay(&self, room: &Room) -> Option<Arc<Envelope>> {
+        let history = self.history.as_ref().filter(|h| h.replay > 0)?;
+        let messages: Vec<Event> = room.recent.iter().map(|e| e.event.clone()).collect();
+        let more = messages.len() >= history.replay
+            && matches!(messages.first(), Some(Event::Message { seq, .. }) if *seq > 1);
+        Some(Envelope::new(Event::History {
+            room: room.name.clone(),
+            messages: messages.into(),
+            more,
+        }))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -275,12 +387,12 @@ impl Hub {
         }
         let nick = member.nick.clone();
         let outbox = member.outbox.clone();
-        let room = st.rooms.entry(key.clone()).or_insert_with(|| Room {
-            name,
-            members: HashMap::new(),
-            last_seq: 0,
-        });
+        let room = st
+            .rooms
+            .entry(key.clone())
+            .or_insert_with(|| self.new_room(name));
         let room_name = room.name.clone();
+        let replay = self.replay(room);
         let env = Envelope::new(Event::Joined {
             room: room_name.clone(),
             nick: nick.clone(),
@@ -301,7 +413,11 @@ impl Hub {
         };
         if let Some(m) = st.members.get(&id) {
             let outbox = m.outbox.clone();
-            if outbox.push(confirm(&joined)) == Push::Overflow {
+            let mut overflow = outbox.push(confirm(&joined)) == Push::Overflow;
+            if let Some(replay) = replay {
+                overflow |= outbox.push(Outgoing::Event(replay)) == Push::Overflow;
+            }
+            if overflow {
                 st.overflowed.push(id);
             }
         }
@@ -346,10 +462,11 @@ impl Hub {
             .get_mut(&key)
             .ok_or_else(|| HubError::NoSuchRoom(room.to_string()))?;
         room.last_seq += 1;
-        let posted = Posted {
+        let mut posted = Posted {
             room: room.name.clone(),
             seq: room.last_seq,
             ts_ms: now_ms(),
+            stored: None,
         };
         let env = Envelope::new(Event::Message {
             room: room.name.clone(),
@@ -359,6 +476,16 @@ impl Hub {
             text: text.into(),
             action,
         });
+        if let Some(history) = &self.history {
+            // Appended in seq order: the lock is held. Appending only queues.
+            posted.stored = StoredMessage::from_event(&env.event).map(|m| history.store.append(m));
+            if history.replay > 0 {
+                if room.recent.len() >= history.replay {
+                    room.recent.pop_front();
+                }
+                room.recent.push_back(env.clone());
+            }
+        }
         st.fan_out(&key, Some(id), &env);
         st.evict_overflowed();
         Ok(posted)
@@ -377,10 +504,31 @@ impl Hub {
             Some(m) => (m.nick.clone(), m.outbox.clone()),
             None => return Err(HubError::NoSuchNick(to.to_string())),
         };
+        let ts_ms = now_ms();
+        if let Some(history) = self.history.as_ref().filter(|h| h.store_private) {
+            let last = *st.private_seq.get_or_insert_with(|| {
+                history.store.last_seq(PRIVATE_KEY).unwrap_or_else(|e| {
+                    error!(error = %e, "cannot read the private messages' last seq");
+                    0
+                })
+            });
+            st.private_seq = Some(last + 1);
+            // Kept for the operator; nothing reads them back, so the receipt
+            // is not awaited. `room_name` holds the recipient.
+            drop(history.store.append(StoredMessage {
+                room: PRIVATE_KEY.to_string(),
+                room_name: to_nick.to_string(),
+                seq: last + 1,
+                ts_ms,
+                nick: from.to_string(),
+                text: text.to_string(),
+                action: false,
+            }));
+        }
         let env = Envelope::new(Event::Private {
             from,
             to: to_nick.clone(),
-            ts_ms: now_ms(),
+            ts_ms,
             text: text.into(),
         });
         st.deliver(target, &outbox, &env);
@@ -412,6 +560,43 @@ impl Hub {
             .map(|r| r.name.clone())
             .ok_or_else(|| HubError::NoSuchRoom(room.to_string()))?;
         Ok((name, st.member_nicks(&key)))
+    }
+
+    /// Up to `limit` stored messages of a room the member is in, with `seq`
+    /// below `before` (the newest without it), oldest first. Reads the
+    /// store outside the hub's lock, so it may block on the disk briefly:
+    /// call it off the async threads.
+    pub fn history(
+        &self,
+        id: MemberId,
+        room: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage, HubError> {
+        let history = self.history.as_ref().ok_or(HubError::NoHistory)?;
+        let key = key_of(room);
+        let name = {
+            let guard = self.lock();
+            let member = guard.members.get(&id).ok_or(HubError::Gone)?;
+            if !member.rooms.contains(&key) {
+                return Err(HubError::NotInRoom(room.to_string()));
+            }
+            guard
+                .rooms
+                .get(&key)
+                .map(|r| r.name.clone())
+                .ok_or_else(|| HubError::NotInRoom(room.to_string()))?
+        };
+        let messages = history.store.page(&key, before, limit).map_err(|e| {
+            error!(room = %name, error = %e, "cannot read history");
+            HubError::HistoryUnreadable
+        })?;
+        let more = messages.len() >= limit && messages.first().is_some_and(|m| m.seq > 1);
+        Ok(HistoryPage {
+            room: name,
+            messages,
+            more,
+        })
     }
 
     /// Unregisters a member: it leaves every room (the rooms are told why),
@@ -586,6 +771,79 @@ mod tests {
         Outgoing::Raw("hi\n".into())
     }
 
+    fn with_store(store_private: bool) -> (Hub, Arc<crate::store::MemoryStore>) {
+        let store = crate::store::memory(crate::store::Retention::KEEP_ALL);
+        let hub = Hub::with_history(
+            HubLimits::default(),
+            Some(History {
+                store: store.clone(),
+                replay: 10,
+                store_private,
+            }),
+        );
+        (hub, store)
+    }
+
+    #[test]
+    fn private_messages_are_stored_only_when_asked() {
+        for store_private in [false, true] {
+            let (hub, store) = with_store(store_private);
+            let (a, _) = hub.connect(Outbox::new(1 << 20), greet).unwrap();
+            let (_, b) = hub.connect(Outbox::new(1 << 20), greet).unwrap();
+            hub.private(a, b.as_str(), "between us").unwrap();
+            hub.private(a, b.as_str(), "again").unwrap();
+            let kept = store.page(PRIVATE_KEY, None, 10).unwrap();
+            if store_private {
+                assert_eq!(kept.len(), 2);
+                assert_eq!((kept[0].seq, kept[1].seq), (1, 2));
+                assert_eq!(kept[0].nick, "guest1");
+                assert_eq!(kept[0].room_name, "guest2");
+                assert_eq!(kept[1].text, "again");
+            } else {
+                assert!(kept.is_empty(), "{kept:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn rooms_are_numbered_on_from_the_store_and_replay_what_it_holds() {
+        let (hub, store) = with_store(false);
+        for seq in 1..=3 {
+            store
+                .append(StoredMessage {
+                    room: "dev".into(),
+                    room_name: "Dev".into(),
+                    seq,
+                    ts_ms: seq,
+                    nick: "old".into(),
+                    text: format!("stored {seq}"),
+                    action: false,
+                })
+                .wait()
+                .unwrap();
+        }
+        let outbox = Outbox::new(1 << 20);
+        let (id, _) = hub.connect(outbox.clone(), greet).unwrap();
+        hub.join(id, "dev", ack).unwrap();
+        let probe = Probe { id, outbox };
+        let lines: Vec<String> = probe
+            .lines()
+            .iter()
+            .flat_map(|item| item.lines().map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(lines[..2], ["hi", "joined"]);
+        assert_eq!(
+            lines[2],
+            "* history of Dev: last 3 messages (times are UTC)"
+        );
+        assert!(lines[3].ends_with("] old> stored 1"), "{lines:?}");
+        let posted = hub.say(id, "dev", "new", false).unwrap();
+        assert_eq!(posted.seq, 4);
+        assert_eq!(posted.room.as_str(), "Dev");
+        assert!(posted.stored.is_some());
+        assert_eq!(store.last_seq("dev").unwrap(), 4);
+    }
+
     #[test]
     fn guests_get_unique_nicks() {
         let hub = Hub::default();
@@ -716,8 +974,8 @@ mod tests {
         assert_eq!(seqs, vec![1, 2, 3]);
         assert_eq!(hub.say(a.id, "r2", "m", false).unwrap().seq, 1);
         assert_eq!(
-            hub.say(a.id, "r3", "m", false),
-            Err(HubError::NotInRoom("r3".into()))
+            hub.say(a.id, "r3", "m", false).err(),
+            Some(HubError::NotInRoom("r3".into()))
         );
     }
 

@@ -24,9 +24,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{ConfigError, ServerConfig};
+use crate::config::{ConfigError, HistoryMode, ServerConfig};
 use crate::proto::text;
-use hub::{Hub, HubLimits};
+use crate::store::{self, Retention, Store, StoreError};
+use hub::{History, Hub, HubLimits};
 
 /// The notice every member receives when the server stops.
 pub const SHUTDOWN_NOTICE: &str = "server shutting down; goodbye";
@@ -42,6 +43,87 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "no data directory is known for this user; give one with --data-dir, \
+         or run with --history memory or --history off"
+    )]
+    NoDataDir,
+    #[error(
+        "another rchat server is using the message store in {}; stop it, or give this one \
+         another --data-dir",
+        .0.display()
+    )]
+    StoreInUse(std::path::PathBuf),
+    #[error("cannot lock the message store in {}: {cause}", path.display())]
+    Lock {
+        path: std::path::PathBuf,
+        cause: std::io::Error,
+    },
+}
+
+/// The open history store, and the lock that keeps a second server off its
+/// file until this one has closed it.
+struct OpenStore {
+    store: Arc<dyn Store>,
+    _lock: Option<std::fs::File>,
+}
+
+/// Name of the lock file beside the database.
+const LOCK_FILE: &str = "rchat.lock";
+
+fn open_store(config: &ServerConfig) -> Result<Option<OpenStore>, ServerError> {
+    let retention = Retention {
+        max_per_room: config.history_max_per_room,
+        max_age: config.history_max_age,
+    };
+    match config.history {
+        HistoryMode::Off => Ok(None),
+        HistoryMode::Memory => Ok(Some(OpenStore {
+            store: store::memory(retention),
+            _lock: None,
+        })),
+        HistoryMode::Sqlite => {
+            let dir = match &config.data_dir {
+                Some(dir) => dir.clone(),
+                None => store::default_data_dir().ok_or(ServerError::NoDataDir)?,
+            };
+            std::fs::create_dir_all(&dir).map_err(|e| StoreError::CreateDir {
+                path: dir.clone(),
+                error: Arc::new(e),
+            })?;
+            let lock_path = dir.join(LOCK_FILE);
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(|cause| ServerError::Lock {
+                    path: lock_path.clone(),
+                    cause,
+                })?;
+            match lock.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(ServerError::StoreInUse(dir));
+                }
+                Err(std::fs::TryLockError::Error(cause)) => {
+                    return Err(ServerError::Lock {
+                        path: lock_path,
+                        cause,
+                    });
+                }
+            }
+            let path = dir.join(store::DEFAULT_DB_FILE);
+            let store = store::open_sqlite(&path, retention)?;
+            info!(path = %path.display(), "message history in {}", path.display());
+            Ok(Some(OpenStore {
+                store,
+                _lock: Some(lock),
+            }))
+        }
+    }
 }
 
 /// A server whose listeners are bound but not yet accepting.
@@ -50,6 +132,7 @@ pub struct Server {
     listeners: Vec<TcpListener>,
     tls: Option<TlsAcceptor>,
     hub: Arc<Hub>,
+    store: Option<OpenStore>,
 }
 
 impl Server {
@@ -67,14 +150,24 @@ impl Server {
                 listen(*addr).map_err(|cause| ServerError::Bind { addr: *addr, cause })?;
             listeners.push(listener);
         }
-        let hub = Arc::new(Hub::new(HubLimits {
-            max_rooms_per_member: config.max_rooms_per_member,
-        }));
+        let store = open_store(&config)?;
+        let history = store.as_ref().map(|s| History {
+            store: s.store.clone(),
+            replay: config.history_replay,
+            store_private: config.store_private,
+        });
+        let hub = Arc::new(Hub::with_history(
+            HubLimits {
+                max_rooms_per_member: config.max_rooms_per_member,
+            },
+            history,
+        ));
         Ok(Server {
             config: Arc::new(config),
             listeners,
             tls,
             hub,
+            store,
         })
     }
 
@@ -133,6 +226,24 @@ impl Server {
         let grace = self.config.close_timeout() + Duration::from_secs(1);
         if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
             warn!("some connections did not close in time; exiting anyway");
+        }
+        if let Some(open) = self.store {
+            // Writes what is still queued; the lock is released after.
+            let closed = tokio::task::spawn_blocking(move || {
+                open.store.close();
+                let stats = open.store.stats();
+                info!(
+                    stored = stats.stored,
+                    failed = stats.failed,
+                    batches = stats.batches,
+                    pruned = stats.pruned,
+                    "message store closed"
+                );
+                drop(open);
+            });
+            if closed.await.is_err() {
+                error!("closing the message store failed");
+            }
         }
         info!("stopped");
     }

@@ -38,7 +38,7 @@ use crate::names::{Nick, RoomName};
 mod memory;
 mod sqlite;
 
-pub use memory::MemoryStore;
+pub use memory::{MemoryStore, DEFAULT_MEMORY_BUDGET};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 /// File name of the history database inside the data directory.
@@ -300,7 +300,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The newest `limit` (at most [`MAX_PAGE`]) stored messages of a room with
     /// `seq < before` (all of them when `before` is `None`), oldest first.
-    /// Only durable messages are returned.
+    /// Messages still queued for writing are included, so a room recreated
+    /// right after its last message was posted replays that message too;
+    /// an append that then fails to be written disappears from later pages.
     fn page(
         &self,
         room_key: &str,
@@ -337,10 +339,15 @@ pub fn open_sqlite_with(
     SqliteStore::open(path, options).map(Arc::new)
 }
 
-/// A store that lives in memory only. Without a `max_per_room` limit it grows
-/// with every message.
+/// A store that lives in memory only, within [`memory::DEFAULT_MEMORY_BUDGET`]
+/// bytes: past that, the oldest messages server-wide are forgotten first.
 pub fn memory(retention: Retention) -> Arc<MemoryStore> {
-    Arc::new(MemoryStore::new(retention))
+    memory_within(retention, memory::DEFAULT_MEMORY_BUDGET)
+}
+
+/// A memory store with its own byte budget.
+pub fn memory_within(retention: Retention, budget: usize) -> Arc<MemoryStore> {
+    Arc::new(MemoryStore::new(retention, budget))
 }
 
 /// The platform's data directory for rchat (`~/.local/share/rchat` on Linux).
@@ -373,7 +380,7 @@ mod tests {
             ts_ms,
             nick: "alice".to_string(),
             text: text.to_string(),
-            action: seq % 7 == 0,
+            action: seq.is_multiple_of(7),
         }
     }
 

@@ -23,7 +23,7 @@
 //! `rooms(room, name, last_seq)` so a room's numbering survives retention.
 //! The version is kept in `PRAGMA user_version`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -114,12 +114,10 @@ impl Default for SqliteOptions {
     }
 }
 
-/// A room's appends that are queued but not yet committed.
-#[derive(Debug, Clone, Copy)]
-struct Inflight {
-    max_seq: u64,
-    count: usize,
-}
+/// A room's appends that are queued but not yet committed, by seq. Reads
+/// merge them in, so a page or `last_seq` sees every accepted append at once,
+/// not only after its batch commits.
+type Inflight = BTreeMap<u64, StoredMessage>;
 
 /// State shared by the handle and the writer thread.
 #[derive(Debug, Default)]
@@ -138,12 +136,12 @@ impl Shared {
         self.inflight.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn remove_inflight<'a>(&self, rooms: impl Iterator<Item = &'a str>) {
+    fn remove_inflight<'a>(&self, appends: impl Iterator<Item = (&'a str, u64)>) {
         let mut map = self.inflight();
-        for room in rooms {
+        for (room, seq) in appends {
             if let Some(entry) = map.get_mut(room) {
-                entry.count -= 1;
-                if entry.count == 0 {
+                entry.remove(&seq);
+                if entry.is_empty() {
                     map.remove(room);
                 }
             }
@@ -379,7 +377,12 @@ impl SqliteStore {
     }
 
     fn refuse(&self, error: StoreError) -> Receipt {
-        self.shared.failed.fetch_add(1, Ordering::Relaxed);
+        let failed = self.shared.failed.fetch_add(1, Ordering::Relaxed) + 1;
+        // Text clients get no ack to fail, so the operator must hear of it;
+        // at the 1st, 2nd, 4th, 8th... refusal, so a flood cannot flood the log.
+        if failed.is_power_of_two() {
+            warn!(path = %self.path.display(), failed, error = %error, "messages not stored");
+        }
         Receipt::ready(Err(error))
     }
 
@@ -417,7 +420,7 @@ impl Store for SqliteStore {
             let queued = shared.queued.load(Ordering::Relaxed);
             return self.refuse(StoreError::Overloaded { queued });
         }
-        let (room, seq) = (msg.room.clone(), msg.seq);
+        let copy = msg.clone();
         let (done, receipt) = Receipt::pending();
         // The in-flight map stays locked until the message is queued, so the
         // writer cannot finish it before it is counted, and a refused message
@@ -426,12 +429,10 @@ impl Store for SqliteStore {
         let closed = match tx.try_send(Cmd::Append(Append { msg, size, done })) {
             Ok(()) => {
                 shared.queued.fetch_add(1, Ordering::Relaxed);
-                let entry = inflight.entry(room).or_insert(Inflight {
-                    max_seq: seq,
-                    count: 0,
-                });
-                entry.max_seq = entry.max_seq.max(seq);
-                entry.count += 1;
+                inflight
+                    .entry(copy.room.clone())
+                    .or_default()
+                    .insert(copy.seq, copy);
                 return receipt;
             }
             Err(TrySendError::Full(_)) => false,
@@ -455,7 +456,8 @@ impl Store for SqliteStore {
             .shared
             .inflight()
             .get(room_key)
-            .map_or(0, |e| e.max_seq);
+            .and_then(|e| e.last_key_value())
+            .map_or(0, |(seq, _)| *seq);
         let stored: Option<i64> = self
             .reader()
             .prepare_cached(SELECT_LAST_SEQ)
@@ -474,6 +476,21 @@ impl Store for SqliteStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        // The queued appends are looked at first: one that commits between
+        // the two reads is then found in the database, and merged once.
+        let upper = before.unwrap_or(u64::MAX);
+        let queued: Vec<StoredMessage> = self
+            .shared
+            .inflight()
+            .get(room_key)
+            .map(|e| {
+                e.range(..upper)
+                    .rev()
+                    .take(limit)
+                    .map(|(_, m)| m.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
         let before = before.map_or(i64::MAX, to_i64);
         let reader = self.reader();
         let mut stmt = reader
@@ -493,6 +510,12 @@ impl Store for SqliteStore {
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
         let mut page = rows.map_err(self.read_error())?;
+        if !queued.is_empty() {
+            page.extend(queued);
+            page.sort_unstable_by_key(|m| std::cmp::Reverse(m.seq));
+            page.dedup_by_key(|m| m.seq);
+            page.truncate(limit);
+        }
         page.reverse();
         Ok(page)
     }
@@ -607,7 +630,7 @@ impl Writer {
         let shared = &*self.shared;
         // The batch is committed (or not) before the numbering it carried is
         // handed over from the in-flight map to the database.
-        shared.remove_inflight(batch.iter().map(|a| a.msg.room.as_str()));
+        shared.remove_inflight(batch.iter().map(|a| (a.msg.room.as_str(), a.msg.seq)));
         let bytes: usize = batch.iter().map(|a| a.size).sum();
         shared.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
         shared
@@ -927,7 +950,17 @@ mod tests {
         assert_eq!(store.stats().queued, 500);
         // Queued appends count for numbering before they are durable.
         assert_eq!(store.last_seq("g").unwrap(), 500);
-        assert!(store.page("g", None, 10).unwrap().is_empty());
+        // And reads see them: a page never misses an accepted append.
+        assert_eq!(all_seqs(&*store, "g"), (1..=500).collect::<Vec<_>>());
+        assert_eq!(
+            store
+                .page("g", Some(7), 3)
+                .unwrap()
+                .iter()
+                .map(|m| m.seq)
+                .collect::<Vec<_>>(),
+            vec![4, 5, 6]
+        );
         drop(release);
         for r in receipts {
             r.wait().unwrap();
@@ -935,6 +968,31 @@ mod tests {
         let stats = store.stats();
         assert_eq!((stats.batches, stats.stored, stats.queued), (1, 500, 0));
         assert_eq!(store.last_seq("g").unwrap(), 500);
+    }
+
+    #[test]
+    fn pages_merge_committed_and_queued_messages_once_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_sqlite(&db(&dir), Retention::KEEP_ALL).unwrap();
+        for seq in 1..=5 {
+            store.append(msg("m", seq, seq, "stored")).wait().unwrap();
+        }
+        let release = store.pause_writer();
+        let receipts: Vec<Receipt> = (6..=9)
+            .map(|seq| store.append(msg("m", seq, seq, "queued")))
+            .collect();
+        let page = store.page("m", None, 6).unwrap();
+        assert_eq!(
+            page.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            vec![4, 5, 6, 7, 8, 9]
+        );
+        assert_eq!(page[1].text, "stored");
+        assert_eq!(page[2].text, "queued");
+        drop(release);
+        for r in receipts {
+            r.wait().unwrap();
+        }
+        assert_eq!(all_seqs(&*store, "m"), (1..=9).collect::<Vec<_>>());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rchat::config::ServerConfig;
+use rchat::config::{HistoryMode, ServerConfig};
 use rchat::server::hub::Hub;
 use rchat::server::Server;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -35,6 +35,11 @@ impl TestServer {
     pub async fn with(mut config: ServerConfig) -> TestServer {
         if config.listen == ServerConfig::default().listen {
             config.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        }
+        // Never the user's own data directory: a test that wants SQLite
+        // history names a temporary one; the others keep none.
+        if config.history == HistoryMode::Sqlite && config.data_dir.is_none() {
+            config.history = HistoryMode::Off;
         }
         let server = Server::bind(config).await.expect("server binds");
         let addr = server.local_addrs()[0];

@@ -2,10 +2,14 @@
 //! every request with an `id` gets an `ack` or an `error` carrying it, and a
 //! silent client is pinged and, if it stays silent, dropped.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use tokio::io::AsyncWrite;
 use tokio::time::Instant;
@@ -14,10 +18,10 @@ use tracing::{debug, info};
 use super::{io_reason, refuse, register, Flow, Frames};
 use crate::config::ServerConfig;
 use crate::event::{Format, LeaveReason};
-use crate::proto::json::{self as wire, ClientMsg, ErrorCode, RoomInfo, ServerMsg};
+use crate::proto::json::{self as wire, ClientMsg, ErrorCode, HistoryEntry, RoomInfo, ServerMsg};
 use crate::proto::line::Frame;
 use crate::proto::sanitize;
-use crate::server::hub::{Hub, HubError, Joined, MemberId};
+use crate::server::hub::{Hub, HubError, Joined, MemberId, Posted};
 use crate::server::outbox::{Outbox, Outgoing};
 
 fn out(msg: &ServerMsg) -> Outgoing {
@@ -33,9 +37,28 @@ fn code_of(e: &HubError) -> ErrorCode {
         HubError::NotInRoom(_) => ErrorCode::NotInRoom,
         HubError::AlreadyInRoom(_) => ErrorCode::AlreadyInRoom,
         HubError::TooManyRooms(_) => ErrorCode::TooManyRooms,
+        HubError::NoHistory => ErrorCode::NoHistory,
+        HubError::HistoryUnreadable => ErrorCode::Other,
         HubError::ShuttingDown | HubError::Gone => ErrorCode::ShuttingDown,
     }
 }
+
+/// Answers that wait for something (a say's durable store, a history
+/// read); they are sent in request order as they complete. Beyond this many
+/// the session stops reading the client until some complete.
+const MAX_PENDING: usize = 1024;
+
+/// `history` reads one session may have going at once; more wait, and the
+/// session stops reading the client meanwhile, so one client cannot tie up
+/// the blocking threads every session shares.
+const MAX_HISTORY_READS: usize = 4;
+
+/// Messages a `history` request gets when it names no `limit`.
+const DEFAULT_HISTORY_PAGE: usize = 50;
+
+/// An answer still waiting; `None` when there turns out to be nothing to
+/// send (a stored `say` without an `id`).
+type Pending = Pin<Box<dyn Future<Output = Option<ServerMsg>> + Send>>;
 
 /// Longest room or nick argument echoed back in an error.
 const MAX_NAME_ARG: usize = 64;
@@ -76,6 +99,17 @@ fn names_cleaned(msg: ClientMsg) -> ClientMsg {
         ClientMsg::Nick { id, nick } => ClientMsg::Nick {
             id,
             nick: name(nick),
+        },
+        ClientMsg::History {
+            id,
+            room,
+            before,
+            limit,
+        } => ClientMsg::History {
+            id,
+            room: name(room),
+            before,
+            limit,
         },
         other => other,
     }
@@ -170,6 +204,9 @@ pub(super) async fn serve<W>(
         hub,
         outbox: member.outbox,
         config,
+        pending: FuturesOrdered::new(),
+        quit_reason: None,
+        history_reads: Arc::default(),
     };
     // Restore what the client asks for: its nick first, so the rooms see
     // it join under that name.
@@ -190,6 +227,11 @@ struct JsonSession {
     hub: Arc<Hub>,
     outbox: Arc<Outbox>,
     config: Arc<ServerConfig>,
+    pending: FuturesOrdered<Pending>,
+    /// Set by a `quit` request, for the leave notice.
+    quit_reason: Option<Arc<str>>,
+    /// `history` reads under way.
+    history_reads: Arc<AtomicUsize>,
 }
 
 impl JsonSession {
@@ -200,8 +242,16 @@ impl JsonSession {
         let mut awaiting_pong = false;
         let mut pings = 0u64;
         loop {
+            let reading = self.pending.len() < MAX_PENDING
+                && self.history_reads.load(Ordering::Acquire) < MAX_HISTORY_READS;
             let frame = tokio::select! {
-                frame = frames.next() => frame,
+                frame = frames.next(), if reading => frame,
+                Some(answer) = self.pending.next(), if !self.pending.is_empty() => {
+                    if let Some(answer) = answer {
+                        self.send(&answer);
+                    }
+                    continue;
+                }
                 _ = outbox.ended() => {
                     self.leave(LeaveReason::Dropped("connection lost".into()));
                     return;
@@ -239,6 +289,12 @@ impl JsonSession {
                 Some(Ok(Frame::Line(line))) => match wire::decode_client(&line) {
                     Ok(msg) => {
                         if let Flow::Quit = self.request(msg) {
+                            self.finish_pending().await;
+                            self.send(&ServerMsg::Bye {
+                                reason: "goodbye".into(),
+                            });
+                            let reason = self.quit_reason.take();
+                            self.leave(LeaveReason::Quit(reason));
                             return;
                         }
                     }
@@ -264,16 +320,7 @@ impl JsonSession {
                     return Flow::Continue;
                 };
                 match self.hub.say(self.id, &room, &text, action) {
-                    Ok(posted) => {
-                        if let Some(id) = id {
-                            self.send(&ServerMsg::Ack {
-                                id,
-                                room: Some(posted.room.to_string()),
-                                seq: Some(posted.seq),
-                                ts: Some(posted.ts_ms),
-                            });
-                        }
-                    }
+                    Ok(posted) => self.acknowledge(id, posted),
                     Err(e) => self.hub_error(id, &e),
                 }
             }
@@ -284,11 +331,12 @@ impl JsonSession {
                 let result = self.hub.private(self.id, &to, &text).map(|_| ());
                 self.reply(id, result);
             }
-            ClientMsg::History { id, .. } => self.error(
+            ClientMsg::History {
                 id,
-                ErrorCode::NoHistory,
-                "this server keeps no history".into(),
-            ),
+                room,
+                before,
+                limit,
+            } => self.history(id, room, before, limit),
             ClientMsg::Join { id, room } => self.join(id, &room),
             ClientMsg::Part { id, room } => {
                 let result = self.hub.part(self.id, &room);
@@ -322,14 +370,114 @@ impl JsonSession {
                 let reason = reason
                     .map(|r| truncate(&sanitize::clean(&r), max).to_string())
                     .filter(|r| !r.trim().is_empty());
-                self.send(&ServerMsg::Bye {
-                    reason: "goodbye".into(),
-                });
-                self.leave(LeaveReason::Quit(reason.map(Into::into)));
+                self.quit_reason = reason.map(Into::into);
                 return Flow::Quit;
             }
         }
         Flow::Continue
+    }
+
+    /// Sends the answers still waiting, so a client that quits right after
+    /// posting still learns which of its messages were stored. Bounded by
+    /// the close timeout.
+    async fn finish_pending(&mut self) {
+        let within = self.config.close_timeout();
+        let _ = tokio::time::timeout(within, async {
+            while let Some(answer) = self.pending.next().await {
+                if let Some(answer) = answer {
+                    self.send(&answer);
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Acks a posted message once it is durably stored (at once without
+    /// history), in order with the acks before it.
+    fn acknowledge(&mut self, id: Option<String>, posted: Posted) {
+        let ack = |id| ServerMsg::Ack {
+            id,
+            room: Some(posted.room.to_string()),
+            seq: Some(posted.seq),
+            ts: Some(posted.ts_ms),
+        };
+        match posted.stored {
+            None if self.pending.is_empty() => {
+                if let Some(id) = id {
+                    self.send(&ack(id));
+                }
+            }
+            None => self
+                .pending
+                .push_back(Box::pin(std::future::ready(id.map(ack)))),
+            Some(receipt) => {
+                let (room, seq) = (posted.room.clone(), posted.seq);
+                let ack = id.clone().map(ack);
+                self.pending.push_back(Box::pin(async move {
+                    match receipt.await {
+                        Ok(()) => ack,
+                        Err(e) => {
+                            tracing::warn!(%room, seq, error = %e, "message delivered but not stored");
+                            Some(ServerMsg::Error {
+                                id,
+                                code: ErrorCode::NotStored,
+                                message: format!(
+                                    "your message was delivered but could not be stored: {e}"
+                                ),
+                            })
+                        }
+                    }
+                }));
+            }
+        }
+    }
+
+    /// Answers a `history` request from the store, read on a blocking
+    /// thread; the answer takes its place among the pending ones.
+    fn history(
+        &mut self,
+        id: Option<String>,
+        room: String,
+        before: Option<u64>,
+        limit: Option<usize>,
+    ) {
+        let limit = limit
+            .unwrap_or(DEFAULT_HISTORY_PAGE)
+            .min(wire::MAX_HISTORY_PAGE);
+        let hub = self.hub.clone();
+        let member = self.id;
+        let reads = self.history_reads.clone();
+        reads.fetch_add(1, Ordering::AcqRel);
+        self.pending.push_back(Box::pin(async move {
+            let page =
+                tokio::task::spawn_blocking(move || hub.history(member, &room, before, limit))
+                    .await
+                    .unwrap_or(Err(HubError::HistoryUnreadable));
+            reads.fetch_sub(1, Ordering::AcqRel);
+            Some(match page {
+                Ok(page) => ServerMsg::History {
+                    id,
+                    room: page.room.to_string(),
+                    messages: page
+                        .messages
+                        .into_iter()
+                        .map(|m| HistoryEntry {
+                            seq: m.seq,
+                            ts: m.ts_ms,
+                            from: m.nick,
+                            text: m.text,
+                            action: m.action,
+                        })
+                        .collect(),
+                    more: page.more,
+                },
+                Err(e) => ServerMsg::Error {
+                    id,
+                    code: code_of(&e),
+                    message: e.to_string(),
+                },
+            })
+        }));
     }
 
     fn join(&mut self, id: Option<String>, room: &str) {

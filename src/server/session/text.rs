@@ -16,7 +16,7 @@ use tracing::{debug, info};
 
 use super::{io_reason, register, Flow, Frames};
 use crate::config::ServerConfig;
-use crate::event::{Format, LeaveReason};
+use crate::event::{Event, Format, LeaveReason};
 use crate::names::{key_of, RoomName};
 use crate::proto::json;
 use crate::proto::line::Frame;
@@ -84,7 +84,7 @@ impl TextSession {
         let outbox = self.outbox.clone();
         loop {
             if let Some(frame) = first.take() {
-                if let Flow::Quit = self.frame(frame, max_line) {
+                if let Flow::Quit = self.frame(frame, max_line).await {
                     return;
                 }
                 continue;
@@ -107,7 +107,7 @@ impl TextSession {
                     return;
                 }
                 Some(Ok(frame)) => {
-                    if let Flow::Quit = self.frame(frame, max_line) {
+                    if let Flow::Quit = self.frame(frame, max_line).await {
                         return;
                     }
                 }
@@ -115,7 +115,7 @@ impl TextSession {
         }
     }
 
-    fn frame(&mut self, frame: Frame, max_line: usize) -> Flow {
+    async fn frame(&mut self, frame: Frame, max_line: usize) -> Flow {
         match frame {
             Frame::TooLong => {
                 self.error(&format!(
@@ -134,11 +134,11 @@ impl TextSession {
                 self.error("a JSON hello must be the first line, sent as soon as you connect");
                 Flow::Continue
             }
-            Frame::Line(bytes) => self.handle(&bytes),
+            Frame::Line(bytes) => self.handle(&bytes).await,
         }
     }
 
-    fn handle(&mut self, bytes: &Bytes) -> Flow {
+    async fn handle(&mut self, bytes: &Bytes) -> Flow {
         // Invalid UTF-8 is replaced with U+FFFD rather than rejected: the
         // rest of the line still gets through.
         let decoded = String::from_utf8_lossy(bytes);
@@ -146,9 +146,36 @@ impl TextSession {
         match text::parse(&line) {
             Input::Empty => {}
             Input::Chat(t) => self.say(t, false),
+            Input::Command(Command::History(n)) => self.history(n).await,
             Input::Command(cmd) => return self.command(cmd),
         }
         Flow::Continue
+    }
+
+    /// Shows the room's last `n` messages. The store is read on a blocking
+    /// thread; meanwhile this client's input waits, its output does not.
+    async fn history(&mut self, n: usize) {
+        let Some(room) = self.room.clone() else {
+            self.error("you are not in a room; /join ROOM");
+            return;
+        };
+        let hub = self.hub.clone();
+        let id = self.id;
+        let key = room.key();
+        let page = tokio::task::spawn_blocking(move || hub.history(id, &key, None, n)).await;
+        match page {
+            Ok(Ok(page)) if page.messages.is_empty() => {
+                self.notice(&format!("no history in {} yet", page.room));
+            }
+            Ok(Ok(page)) => {
+                let messages: Vec<Event> =
+                    page.messages.iter().filter_map(|m| m.to_event()).collect();
+                self.outbox
+                    .push(Outgoing::Raw(text::history(page.room.as_str(), &messages)));
+            }
+            Ok(Err(e)) => self.error(&e.to_string()),
+            Err(_) => self.error(&HubError::HistoryUnreadable.to_string()),
+        }
     }
 
     fn command(&mut self, cmd: Command<'_>) -> Flow {
@@ -189,6 +216,8 @@ impl TextSession {
                 }
             }
             Command::Me(action) => self.say(action, true),
+            // Handled before, as it waits for the store.
+            Command::History(_) => {}
             Command::Help => {
                 for line in text::HELP {
                     self.notice(line);
