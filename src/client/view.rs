@@ -450,8 +450,8 @@ impl ChatView {
         }
         if let Some(i) = self.room_index(room) {
             let h = &mut self.rooms[i].history;
-            if h.floor.map_or(true, |f| f <= seq) {
-                h.floor = Some(seq + 1);
+            if h.floor.is_none_or(|f| f <= seq) {
+                h.floor = Some(seq.saturating_add(1));
                 h.more = true;
             }
         }
@@ -630,10 +630,14 @@ impl ChatView {
     }
 
     /// A `history` request for up to `limit` messages of the current room
-    /// older than those held, with an id from `next_id` like typed
-    /// requests. It is remembered until answered, so it is never asked
-    /// twice at once. `Err` says why nothing is to be asked.
-    pub fn request_older(&mut self, limit: usize, next_id: &mut u64) -> Result<ClientMsg, NoOlder> {
+    /// older than those held, with the id `id` makes. It is remembered
+    /// until answered, so it is never asked twice at once. `Err` says why
+    /// nothing is to be asked.
+    pub fn request_older(
+        &mut self,
+        limit: usize,
+        id: impl FnOnce() -> String,
+    ) -> Result<ClientMsg, NoOlder> {
         let i = self.current_index().ok_or(NoOlder::NoRoom)?;
         let limit = limit.clamp(1, MAX_HISTORY_PAGE);
         let name = self.rooms[i].name.clone();
@@ -672,8 +676,7 @@ impl ChatView {
             return Err(NoOlder::Full);
         }
         h.full = false;
-        *next_id += 1;
-        let id = format!("c{next_id}");
+        let id = id();
         h.loading = Some(id.clone());
         Ok(ClientMsg::History {
             id: Some(id),
@@ -777,8 +780,9 @@ impl ChatView {
                     // A replay starting above what is held (after a long
                     // absence): the messages between were missed, and
                     // paging fills them in from here.
-                    let gap = replay && newest_held.is_some_and(|n| first.seq > n + 1);
-                    if gap || h.floor.map_or(true, |f| first.seq <= f) {
+                    let gap =
+                        replay && newest_held.is_some_and(|n| first.seq > n.saturating_add(1));
+                    if gap || h.floor.is_none_or(|f| first.seq <= f) {
                         h.floor = Some(first.seq);
                         h.more = more;
                     }
@@ -1653,7 +1657,7 @@ mod tests {
     fn entry(seq: u64, from: &str, text: &str) -> HistoryEntry {
         HistoryEntry {
             seq,
-            ts: 1_000 + seq,
+            ts: seq.wrapping_add(1_000),
             from: from.into(),
             text: text.into(),
             action: false,
@@ -1678,7 +1682,7 @@ mod tests {
             ServerMsg::Message {
                 room: "lobby".into(),
                 seq,
-                ts: 1_000 + seq,
+                ts: seq.wrapping_add(1_000),
                 from: "bob".into(),
                 text: text.into(),
                 action: false,
@@ -1693,6 +1697,14 @@ mod tests {
             .filter(|l| matches!(l.kind, Kind::Chat | Kind::Action | Kind::Own { .. }))
             .map(|l| (l.seq, l.text.clone()))
             .collect()
+    }
+
+    /// Request ids numbered as the interface numbers them.
+    fn next(ids: &mut u64) -> impl FnOnce() -> String + '_ {
+        move || {
+            *ids += 1;
+            format!("c{ids}")
+        }
     }
 
     fn numbered(range: std::ops::RangeInclusive<u64>) -> Vec<(Option<u64>, String)> {
@@ -1895,7 +1907,7 @@ mod tests {
         );
         live(&mut v, 56, "m56");
         let mut ids = 0;
-        let req = v.request_older(50, &mut ids).unwrap();
+        let req = v.request_older(50, next(&mut ids)).unwrap();
         assert_eq!(
             req,
             ClientMsg::History {
@@ -1907,7 +1919,7 @@ mod tests {
         );
         assert_eq!(v.history_mark(), Some((HistoryMark::Loading, Some(51))));
         // No second request while one is outstanding.
-        assert_eq!(v.request_older(50, &mut ids), Err(NoOlder::Loading));
+        assert_eq!(v.request_older(50, next(&mut ids)), Err(NoOlder::Loading));
         assert_eq!(ids, 1);
         history(
             &mut v,
@@ -1920,7 +1932,7 @@ mod tests {
         assert_eq!(said(&v), numbered(2..=56));
         assert_eq!(v.history_mark(), Some((HistoryMark::Older, Some(2))));
         // Older pages go above everything held, live lines stay last.
-        let req = v.request_older(50, &mut ids).unwrap();
+        let req = v.request_older(50, next(&mut ids)).unwrap();
         assert!(matches!(
             req,
             ClientMsg::History {
@@ -1931,11 +1943,11 @@ mod tests {
         history(&mut v, Some("c2"), vec![entry(1, "bob", "m1")], false);
         assert_eq!(said(&v), numbered(1..=56));
         assert_eq!(v.history_mark(), Some((HistoryMark::Beginning, Some(1))));
-        assert_eq!(v.request_older(50, &mut ids), Err(NoOlder::Beginning));
+        assert_eq!(v.request_older(50, next(&mut ids)), Err(NoOlder::Beginning));
         // An empty answer also means the beginning.
         let mut w = view();
         history(&mut w, None, vec![entry(8, "bob", "m8")], true);
-        let _ = w.request_older(50, &mut ids).unwrap();
+        let _ = w.request_older(50, next(&mut ids)).unwrap();
         history(&mut w, Some(&format!("c{ids}")), vec![], false);
         assert_eq!(w.history_mark(), Some((HistoryMark::Beginning, Some(8))));
     }
@@ -1960,7 +1972,7 @@ mod tests {
         );
         assert_eq!(v.history_mark(), Some((HistoryMark::Older, Some(10))));
         let mut ids = 0;
-        let req = v.request_older(50, &mut ids).unwrap();
+        let req = v.request_older(50, next(&mut ids)).unwrap();
         assert!(matches!(
             req,
             ClientMsg::History {
@@ -2019,7 +2031,7 @@ mod tests {
         let mut ids = 0;
         // No replay came (the server does not replay): the first page is
         // asked for from the newest.
-        let req = v.request_older(20, &mut ids).unwrap();
+        let req = v.request_older(20, next(&mut ids)).unwrap();
         assert!(matches!(
             req,
             ClientMsg::History {
@@ -2036,7 +2048,10 @@ mod tests {
                 message: "this server keeps no history".into(),
             },
         );
-        assert_eq!(v.request_older(20, &mut ids), Err(NoOlder::Unavailable));
+        assert_eq!(
+            v.request_older(20, next(&mut ids)),
+            Err(NoOlder::Unavailable)
+        );
         assert_eq!(v.history_mark(), None);
         assert_eq!(last(&v).text, "this server keeps no history");
 
@@ -2071,11 +2086,11 @@ mod tests {
         let mut v = view();
         history(&mut v, None, vec![entry(5, "bob", "m5")], true);
         let mut ids = 0;
-        v.request_older(50, &mut ids).unwrap();
-        assert_eq!(v.request_older(50, &mut ids), Err(NoOlder::Loading));
+        v.request_older(50, next(&mut ids)).unwrap();
+        assert_eq!(v.request_older(50, next(&mut ids)), Err(NoOlder::Loading));
         reconnect(&mut v);
         history(&mut v, None, vec![entry(5, "bob", "m5")], true);
-        assert!(v.request_older(50, &mut ids).is_ok());
+        assert!(v.request_older(50, next(&mut ids)).is_ok());
         // A failed request frees the room too.
         msg(
             &mut v,
@@ -2085,7 +2100,7 @@ mod tests {
                 message: "you are not in lobby".into(),
             },
         );
-        assert!(v.request_older(50, &mut ids).is_ok());
+        assert!(v.request_older(50, next(&mut ids)).is_ok());
     }
 
     #[test]
@@ -2101,10 +2116,10 @@ mod tests {
             true,
         );
         let mut ids = 0;
-        assert_eq!(v.request_older(50, &mut ids), Err(NoOlder::Full));
+        assert_eq!(v.request_older(50, next(&mut ids)), Err(NoOlder::Full));
         assert_eq!(v.history_mark(), Some((HistoryMark::Full, Some(31))));
         // A smaller page fits.
-        let req = v.request_older(5, &mut ids).unwrap();
+        let req = v.request_older(5, next(&mut ids)).unwrap();
         assert!(matches!(
             req,
             ClientMsg::History {
@@ -2132,5 +2147,37 @@ mod tests {
         assert!(!v.holds("lobby", floor - 1));
         assert!(v.holds("lobby", floor), "floor {floor}");
         assert!(v.rooms()[0].history.more);
+    }
+
+    #[test]
+    fn hostile_history_cannot_panic_or_outgrow_the_scrollback() {
+        let mut v = view();
+        v.set_max_lines(10);
+        let mut junk: Vec<HistoryEntry> = (0..1_000)
+            .map(|i| HistoryEntry {
+                seq: if i % 2 == 0 { u64::MAX - i } else { i % 7 },
+                ts: u64::MAX - i,
+                from: "x\x1b[2J".into(),
+                text: "\x07boom\x1b]0;t\x07".into(),
+                action: i % 3 == 0,
+            })
+            .collect();
+        junk.push(entry(u64::MAX, "bob", "last"));
+        history(&mut v, None, junk.clone(), true);
+        history(&mut v, Some("c1"), junk, false);
+        assert!(v.lines().len() <= 10);
+        for i in 0..20 {
+            live(&mut v, u64::MAX - i, "live");
+        }
+        assert!(v.lines().len() <= 10);
+        let mut ids = 0;
+        let _ = v.request_older(usize::MAX, next(&mut ids));
+        for line in v.lines() {
+            assert!(!line
+                .text
+                .chars()
+                .chain(line.nick.chars())
+                .any(char::is_control));
+        }
     }
 }

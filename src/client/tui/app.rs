@@ -156,7 +156,8 @@ impl App {
         if !at_top {
             return Effect::None;
         }
-        match self.view.request_older(PAGE, &mut self.next_id) {
+        let next_id = &mut self.next_id;
+        match self.view.request_older(PAGE, || input::fresh_id(next_id)) {
             Ok(msg) => Effect::Send(msg),
             Err(_) => Effect::None,
         }
@@ -171,10 +172,12 @@ impl App {
         self.last.page.saturating_sub(1).max(1)
     }
 
-    /// `/history [N]`: asks for N messages older than those held, to be
-    /// scrolled to when they arrive.
-    fn history(&mut self, limit: usize) -> Effect {
-        match self.view.request_older(limit, &mut self.next_id) {
+    /// `/history [N]`: asks for N messages older than those held (with the
+    /// typed request's `id`), to be scrolled to when they arrive.
+    fn history(&mut self, limit: usize, id: Option<String>) -> Effect {
+        let next_id = &mut self.next_id;
+        let id = || id.unwrap_or_else(|| input::fresh_id(next_id));
+        match self.view.request_older(limit, id) {
             Ok(msg) => {
                 if let ClientMsg::History { id, .. } = &msg {
                     self.history_id = id.clone();
@@ -299,8 +302,8 @@ impl App {
                 self.scroll_down(usize::MAX);
                 Effect::None
             }
-            Action::Send(ClientMsg::History { limit, .. }) => {
-                self.history(limit.unwrap_or(HISTORY_DEFAULT))
+            Action::Send(ClientMsg::History { id, limit, .. }) => {
+                self.history(limit.unwrap_or(HISTORY_DEFAULT), id)
             }
             Action::Send(msg) => {
                 self.view.local_echo(&msg);
@@ -551,5 +554,68 @@ mod tests {
             })
         ));
         assert_eq!(app.on_event(wheel), Effect::None);
+    }
+
+    #[test]
+    fn history_command_pages_back_and_scrolls_to_the_page() {
+        let mut app = App::new(view());
+        app.apply(page(None, stored(41..=60), true));
+        let mut terminal = Terminal::new(TestBackend::new(60, 12)).unwrap();
+        terminal.draw(|f| app.draw(f)).unwrap();
+        assert_eq!(
+            type_line(&mut app, "/history 10"),
+            Effect::Send(ClientMsg::History {
+                id: Some("c1".into()),
+                room: "lobby".into(),
+                before: Some(41),
+                limit: Some(10),
+            })
+        );
+        // Asked once: a second /history waits for the first.
+        assert_eq!(type_line(&mut app, "/history"), Effect::None);
+        assert!(app
+            .view
+            .lines()
+            .last()
+            .unwrap()
+            .text
+            .contains("on their way"));
+        app.apply(page(Some("c1"), stored(31..=40), true));
+        terminal.draw(|f| app.draw(f)).unwrap();
+        let screen = rows(terminal.backend().buffer());
+        assert!(
+            screen[0].contains("── older messages: scroll up to load ──"),
+            "{screen:#?}"
+        );
+        assert!(screen[1].contains("<bob> line 31"), "{screen:#?}");
+        assert!(screen[9].contains("<bob> line 39"), "{screen:#?}");
+
+        // Nothing older: said so, and the top is shown. (The refused
+        // /history above used up c2.)
+        assert_eq!(
+            type_line(&mut app, "/history 5"),
+            Effect::Send(ClientMsg::History {
+                id: Some("c3".into()),
+                room: "lobby".into(),
+                before: Some(31),
+                limit: Some(5),
+            })
+        );
+        app.apply(page(Some("c3"), stored(26..=30), false));
+        assert_eq!(type_line(&mut app, "/history 5"), Effect::None);
+        assert_eq!(
+            app.view.lines().last().unwrap().text,
+            "no older messages are stored in lobby"
+        );
+        terminal.draw(|f| app.draw(f)).unwrap();
+        let screen = rows(terminal.backend().buffer());
+        assert!(screen[0].contains("connected to"), "{screen:#?}");
+        let at = screen
+            .iter()
+            .position(|r| r.contains("── beginning of history ──"))
+            .expect("beginning marked");
+        assert!(screen[at + 1].contains("<bob> line 26"), "{screen:#?}");
+        assert!(matches!(type_line(&mut app, "/history 0"), Effect::None));
+        assert_eq!(app.view.lines().last().unwrap().kind, Kind::Error);
     }
 }

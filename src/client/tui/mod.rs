@@ -13,7 +13,10 @@
 //! notices and errors, word-wrapped by display width (CJK and emoji take two
 //! columns). The status bar shows the connection state (with the reconnect
 //! countdown), server, TLS on/off, nick, the rooms (unread counts for the
-//! others) and, after a loss, its reason. Timestamps are `HH:MM` UTC.
+//! others) and, after a loss, its reason. Timestamps are `HH:MM` UTC, with
+//! the date for stored history from another day. Where the held history of
+//! the room begins, a mark says whether older messages are loading, can be
+//! loaded by scrolling up, or whether this is the beginning of history.
 //!
 //! The screen is redrawn from the [`ChatView`] after every event, so
 //! incoming messages never disturb what is being typed. [`draw`] is pure
