@@ -5,7 +5,6 @@
 //! over TLS ([`trust`]).
 
 pub mod app;
-pub mod clock;
 pub mod conn;
 pub mod input;
 pub mod plain;

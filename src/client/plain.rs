@@ -14,10 +14,10 @@ use std::io::Write;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::sync::mpsc;
 
-use crate::client::clock;
 use crate::client::conn::{Handle, Status, Update};
 use crate::client::input::{self, Action};
 use crate::client::view::now_ms;
+use crate::clock;
 use crate::proto::json::{ClientMsg, HistoryEntry, LeaveKind, ServerMsg};
 use crate::proto::sanitize::clean;
 use crate::proto::text::HELP;

@@ -19,8 +19,8 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::client::clock;
 use crate::client::conn::{Status, Update};
+use crate::clock;
 use crate::proto::json::{
     ClientMsg, ErrorCode, HistoryEntry, LeaveKind, RoomInfo, ServerMsg, MAX_HISTORY_PAGE,
 };

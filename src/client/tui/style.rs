@@ -7,8 +7,8 @@
 
 use ratatui::style::{Color, Modifier, Style};
 
-use crate::client::clock;
 use crate::client::view::{Delivery, Kind, Line};
+use crate::clock;
 
 /// Readable foreground colours for nicks, on dark and light backgrounds.
 /// Red (errors) and magenta (private messages) are left out.

@@ -1,6 +1,11 @@
-//! Times as the client shows them, all in UTC, because the server's
-//! timestamps are UTC and the text protocol prints them so: `HH:MM` for
-//! what happens today, and the date as well for older history.
+//! Times as people are shown them, all in UTC, because the server's
+//! timestamps are UTC: `HH:MM` for what happens today, and the date as well
+//! for older history. Shared by the text protocol's history blocks and the
+//! client.
+//!
+//! Written here rather than taken from a date crate: the formatters at hand
+//! (humantime's RFC 3339 one among them) fail on times past the year 9999,
+//! and a hostile server or a damaged store can send any timestamp.
 //!
 //! Owns only the formatting; no time zone data and no clock reading (the
 //! caller passes "now", so tests can fix it).
@@ -23,6 +28,11 @@ pub fn date(ts_ms: u64) -> String {
 /// Whether two times fall on the same UTC day.
 pub fn same_day(a_ms: u64, b_ms: u64) -> bool {
     a_ms / DAY_MS == b_ms / DAY_MS
+}
+
+/// `YYYY-MM-DD HH:MM`, whatever day it is.
+pub fn date_time(ts_ms: u64) -> String {
+    format!("{} {}", date(ts_ms), hhmm(ts_ms))
 }
 
 /// `HH:MM` if `ts_ms` is on the same day as `now_ms`, else
