@@ -331,7 +331,7 @@ mod tests {
     use ratatui::Terminal;
 
     use super::*;
-    use crate::client::tui::test_util::{ctrl, key, msg, row, rows, say, view, T};
+    use crate::client::tui::test_util::{ctrl, key, msg, row, rows, say, stored, view, T};
     use crate::client::view::{Delivery, Kind};
     use crate::proto::json::{HistoryEntry, ServerMsg};
 
@@ -436,18 +436,6 @@ mod tests {
         terminal.draw(|f| app.draw(f)).unwrap();
         assert_eq!(app.scroll, 6);
         assert_eq!(row(terminal.backend().buffer(), 7), before);
-    }
-
-    fn stored(range: std::ops::RangeInclusive<u64>) -> Vec<HistoryEntry> {
-        range
-            .map(|i| HistoryEntry {
-                seq: i,
-                ts: T,
-                from: "bob".into(),
-                text: format!("line {i}"),
-                action: false,
-            })
-            .collect()
     }
 
     fn page(id: Option<&str>, messages: Vec<HistoryEntry>, more: bool) -> Update {

@@ -235,9 +235,9 @@ mod tests {
     use ratatui::backend::TestBackend;
     use ratatui::crossterm::event::KeyCode;
 
-    use super::test_util::{key, rows, view, T};
+    use super::test_util::{key, rows, stored, view, T};
     use super::*;
-    use crate::proto::json::{HistoryEntry, ServerMsg};
+    use crate::proto::json::ServerMsg;
 
     #[tokio::test(start_paused = true)]
     async fn event_loop_sends_echoes_and_quits() {
@@ -296,17 +296,6 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_wheel_past_the_top_asks_the_server_and_shows_the_page() {
         let mut app = App::new(view());
-        let stored = |range: std::ops::RangeInclusive<u64>| -> Vec<HistoryEntry> {
-            range
-                .map(|i| HistoryEntry {
-                    seq: i,
-                    ts: T,
-                    from: "bob".into(),
-                    text: format!("line {i}"),
-                    action: false,
-                })
-                .collect()
-        };
         app.apply(Update::Msg(ServerMsg::History {
             id: None,
             room: "lobby".into(),
