@@ -67,7 +67,7 @@ struct BenchArgs {
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     connect_timeout: f64,
     /// Report this process's CPU use and memory (RSS) during the run: the
-    /// server's pid, e.g. `$(pgrep -n rchat)`. Linux only.
+    /// server's pid (`$!` after starting it in the background). Linux only.
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
     /// Connect over TLS, verifying the server against the system's roots

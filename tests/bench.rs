@@ -294,6 +294,34 @@ async fn a_run_that_measured_nothing_says_so() {
         r.table()
     );
     relay.abort();
+
+    // Open loop against the same kind of relay: messages are sent in the
+    // measured window but none arrives. That is 100% loss, and no latency.
+    let (addr, relay) = relay_with(Quirks {
+        stall_after: Some(2),
+        ..Quirks::default()
+    })
+    .await;
+    let cfg = BenchConfig {
+        window: 0,
+        rate: Rate::PerSecond(100.0),
+        addr,
+        ..cfg
+    };
+    let r = run(&cfg).await.expect("bench runs");
+    println!("{}", r.table());
+    assert!(r.measured() && r.messages_sent > 0, "{}", r.table());
+    assert_eq!(r.deliveries, 0);
+    assert_eq!(r.loss, r.expected_deliveries);
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("no message of the measured window arrived")),
+        "{:?}",
+        r.warnings
+    );
+    assert!(r.table().contains("no samples"), "{}", r.table());
+    relay.abort();
 }
 
 // ---- the server process: CPU and memory ----

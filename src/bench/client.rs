@@ -142,8 +142,10 @@ impl ClientTask {
             generation,
             error,
         };
-        let began = Instant::now();
         let permit = connect_slots.acquire_owned().await.ok();
+        // Times count from the moment this client may connect, not from
+        // when it was queued behind the others.
+        let began = Instant::now();
         let (mut reader, writer) = match connector.connect().await {
             Ok(halves) => halves,
             Err(e) => {

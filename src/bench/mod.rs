@@ -335,15 +335,19 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
     progress.start(cfg.warmup + cfg.duration);
     let mut tick = tokio::time::interval_at(start + TICK, TICK);
     let mut last = (start, 0u64);
+    // The server's CPU time is read when the measured window opens.
     let mut cpu_from = None;
-    if cfg.warmup.is_zero() {
+    let mut cpu_marked = watch.is_none();
+    if cfg.warmup.is_zero() && !cpu_marked {
         cpu_from = watch.as_ref().and_then(Watch::sample);
+        cpu_marked = true;
     }
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(end) => break,
-            _ = tokio::time::sleep_until(warm), if cpu_from.is_none() && watch.is_some() => {
+            _ = tokio::time::sleep_until(warm), if !cpu_marked => {
                 cpu_from = watch.as_ref().and_then(Watch::sample);
+                cpu_marked = true;
             }
             now = tick.tick() => {
                 let delivered = shared.delivered.load(Ordering::Relaxed);

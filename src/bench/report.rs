@@ -108,7 +108,8 @@ pub struct ConnectStats {
     /// Clients that saw an rchat greeting (0 against a server that sends
     /// none, such as `ncat --chat`).
     pub greeted: usize,
-    /// TCP connect time per connection.
+    /// Connect time per connection (TCP, plus the TLS handshake if any),
+    /// from when the client may start connecting.
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
@@ -341,10 +342,14 @@ impl Report {
         row("disconnects", self.disconnects.to_string());
         row(
             "latency",
-            format!(
-                "p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms ({} samples)",
-                l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.samples
-            ),
+            if l.samples == 0 {
+                "no samples".to_string()
+            } else {
+                format!(
+                    "p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms ({} samples)",
+                    l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.samples
+                )
+            },
         );
         if let Some(srv) = &self.server {
             row(
@@ -383,6 +388,13 @@ impl Report {
                  and latency mean nothing",
                 self.settings.duration_secs, self.warmup_messages
             ));
+        }
+        if self.measured() && self.deliveries == 0 {
+            w.push(
+                "no message of the measured window arrived anywhere: there is no latency \
+                 to report"
+                    .to_string(),
+            );
         }
         if !self.connect.roll_call_complete {
             w.push(
