@@ -2,17 +2,15 @@
 //! half to the coordinator, then reads and checks everything it receives
 //! until told to stop.
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::conn::{ConnectFailure, Connector, Reader, Writer};
 use super::frame::{Arrival, Frame, Framer, OrderTracker};
 use super::shared::{Shared, Timeline, GREET_RCHAT, GREET_SILENT, GREET_UNKNOWN};
 use super::token::{self, Parsed};
@@ -22,6 +20,13 @@ use super::BenchError;
 /// does not send one (as `ncat --chat` does not), unless another client has
 /// already seen an rchat greeting.
 const GREETING_IDLE: Duration = Duration::from_secs(1);
+
+/// Against a server known to send no greeting, how long a new client holds
+/// the one connect slot waiting for the server's first bytes (`ncat --chat`
+/// announces every newcomer to everyone, the newcomer included). Letting
+/// clients in one at a time keeps the server's accept queue from
+/// overflowing, which would leave clients half-open for good.
+const ADMIT_WAIT: Duration = Duration::from_millis(20);
 
 /// The line rchat sends once a text client is in its room.
 const ROOM_CONFIRMATION: &[u8] = b"* you are now in ";
@@ -72,13 +77,22 @@ fn room_confirmation(line: &[u8]) -> Option<(&[u8], usize)> {
 /// What a client hands the coordinator once it is ready.
 pub(crate) struct Ready {
     pub(crate) idx: usize,
-    pub(crate) writer: OwnedWriteHalf,
-    /// From starting to connect until the TCP connection was up.
+    /// Which connection of this client (see [`ClientTask::generation`]).
+    pub(crate) generation: u32,
+    pub(crate) writer: Writer,
+    /// From starting to connect until the connection (and TLS) was up.
     pub(crate) tcp: Duration,
     /// From starting to connect until the greeting was read.
     pub(crate) ready: Duration,
     /// Whether an rchat greeting was seen (otherwise the server sent none).
     pub(crate) greeted: bool,
+}
+
+/// A client that failed before it was ready.
+pub(crate) struct Failed {
+    pub(crate) idx: usize,
+    pub(crate) generation: u32,
+    pub(crate) error: BenchError,
 }
 
 /// What one client counted while receiving.
@@ -101,10 +115,14 @@ pub(crate) struct RecvStats {
 
 pub(crate) struct ClientTask {
     pub(crate) idx: usize,
-    pub(crate) addr: SocketAddr,
+    /// Counts this client's connections: a client that is connected again
+    /// (see `fleet`) gets the next number, and whatever its old connection
+    /// still reports is ignored.
+    pub(crate) generation: u32,
+    pub(crate) connector: Connector,
     pub(crate) shared: Arc<Shared>,
     pub(crate) connect_slots: Arc<Semaphore>,
-    pub(crate) ready_tx: mpsc::Sender<Result<Ready, BenchError>>,
+    pub(crate) ready_tx: mpsc::Sender<Result<Ready, Failed>>,
     pub(crate) cancel: CancellationToken,
 }
 
@@ -112,41 +130,58 @@ impl ClientTask {
     pub(crate) async fn run(self) -> RecvStats {
         let ClientTask {
             idx,
-            addr,
+            generation,
+            connector,
             shared,
             connect_slots,
             ready_tx,
             cancel,
         } = self;
+        let fail = |error| Failed {
+            idx,
+            generation,
+            error,
+        };
+        let permit = connect_slots.acquire_owned().await.ok();
+        // Times count from the moment this client may connect, not from
+        // when it was queued behind the others.
         let began = Instant::now();
-        let permit = connect_slots.acquire_owned().await;
-        let stream = match TcpStream::connect(addr).await {
-            Ok(s) => s,
-            Err(source) => {
-                let _ = ready_tx
-                    .send(Err(BenchError::Connect {
+        let (mut reader, writer) = match connector.connect().await {
+            Ok(halves) => halves,
+            Err(e) => {
+                let error = match e {
+                    ConnectFailure::Tcp(source) => BenchError::Connect {
                         client: idx,
-                        addr,
+                        addr: connector.addr(),
                         source,
-                    }))
-                    .await;
+                    },
+                    ConnectFailure::Tls(reason) => BenchError::Tls {
+                        client: idx,
+                        reason,
+                    },
+                };
+                let _ = ready_tx.send(Err(fail(error))).await;
                 return RecvStats::default();
             }
         };
-        drop(permit);
         let tcp = began.elapsed();
-        let _ = stream.set_nodelay(true);
-        let (mut reader, writer) = stream.into_split();
         let mut rx = Receiver::new(idx, shared.clone());
-        let greeted = match rx.greet(&mut reader, began + tcp).await {
+        let greeted = if shared.greet_mode.load(Ordering::Relaxed) == GREET_SILENT {
+            rx.admit(&mut reader, permit).await.map(|()| false)
+        } else {
+            drop(permit);
+            rx.greet(&mut reader, began + tcp).await
+        };
+        let greeted = match greeted {
             Ok(g) => g,
             Err(e) => {
-                let _ = ready_tx.send(Err(e)).await;
+                let _ = ready_tx.send(Err(fail(e))).await;
                 return RecvStats::default();
             }
         };
         let ready = Ready {
             idx,
+            generation,
             writer,
             tcp,
             ready: began.elapsed(),
@@ -204,11 +239,7 @@ impl Receiver {
     /// within [`GREETING_IDLE`] and no other client has seen a greeting
     /// either. Lines after the greeting in the same read count towards
     /// settling.
-    async fn greet(
-        &mut self,
-        reader: &mut OwnedReadHalf,
-        connected: Instant,
-    ) -> Result<bool, BenchError> {
+    async fn greet(&mut self, reader: &mut Reader, connected: Instant) -> Result<bool, BenchError> {
         let idle_until = tokio::time::Instant::from_std(connected + GREETING_IDLE);
         let shared = self.shared.clone();
         let mode = &shared.greet_mode;
@@ -296,8 +327,51 @@ impl Receiver {
         }
     }
 
+    /// Against a server that sends no greeting: waits at most
+    /// [`ADMIT_WAIT`] for its first bytes, holding `permit` (the one connect
+    /// slot) meanwhile, so the next client connects only once the server
+    /// has taken this one in or a moment has passed. Whether it really has
+    /// is the roll call's business.
+    async fn admit(
+        &mut self,
+        reader: &mut Reader,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), BenchError> {
+        let read = tokio::time::timeout(ADMIT_WAIT, reader.read(&mut self.buf)).await;
+        drop(permit);
+        let n = match read {
+            Err(_) => 0,
+            Ok(Ok(0)) => {
+                return Err(BenchError::Closed {
+                    client: self.idx,
+                    reason: "the server closed the connection".into(),
+                })
+            }
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                return Err(BenchError::Closed {
+                    client: self.idx,
+                    reason: e.to_string(),
+                })
+            }
+        };
+        let mut probe = 0;
+        self.framer.feed(&self.buf[..n], |frame| {
+            if let Frame::Line(line) = frame {
+                if let Some(round) = token::probe_round(line) {
+                    probe = probe.max(round);
+                }
+            }
+        });
+        if probe > 0 {
+            self.shared.probe_seen[self.idx].fetch_max(probe, Ordering::Release);
+        }
+        self.settled();
+        Ok(())
+    }
+
     /// Reads and checks lines until cancelled or the connection ends.
-    async fn receive(&mut self, reader: &mut OwnedReadHalf, cancel: &CancellationToken) {
+    async fn receive(&mut self, reader: &mut Reader, cancel: &CancellationToken) {
         let mut timeline: Option<Timeline> = None;
         loop {
             let read = tokio::select! {

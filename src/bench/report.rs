@@ -54,12 +54,39 @@ pub struct Report {
     /// End-to-end latency of `deliveries`, from the send time embedded in
     /// the token to the read that returned the line.
     pub latency: LatencyStats,
+    /// The server's CPU and memory, with `--server-pid`.
+    pub server: Option<ServerStats>,
+    /// Why the figures above may not mean what they seem; see
+    /// [`Report::measured`]. Empty for a clean run.
+    pub warnings: Vec<String>,
+}
+
+/// The server process during a run (`--server-pid`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerStats {
+    pub pid: u32,
+    /// CPU time (user + system) over the measured window, as a percentage
+    /// of one core: 200 means both cores of a 2-core machine were busy.
+    pub cpu_percent: f64,
+    /// CPU seconds used in the measured window.
+    pub cpu_secs: f64,
+    /// Resident memory before the first client connected.
+    pub rss_start_bytes: u64,
+    /// Highest resident memory sampled (every 100 ms) during the run.
+    pub rss_peak_bytes: u64,
+    /// Resident memory at the end of the measured window.
+    pub rss_end_bytes: u64,
+    /// The process could not be read any more before the run ended (it
+    /// exited or crashed); the figures stop at the last good sample.
+    pub lost: bool,
 }
 
 /// The settings of a run, as reported.
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
     pub addr: SocketAddr,
+    /// Whether the clients spoke TLS.
+    pub tls: bool,
     pub clients: usize,
     pub senders: usize,
     /// Total messages per second over all senders; `None` (JSON `null`)
@@ -81,7 +108,8 @@ pub struct ConnectStats {
     /// Clients that saw an rchat greeting (0 against a server that sends
     /// none, such as `ncat --chat`).
     pub greeted: usize,
-    /// TCP connect time per connection.
+    /// Connect time per connection (TCP, plus the TLS handshake if any),
+    /// from when the client may start connecting.
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
@@ -98,6 +126,10 @@ pub struct ConnectStats {
     /// Whether the roll call reached every client in time. If not, clients
     /// the server had not admitted yet show up as loss.
     pub roll_call_complete: bool,
+    /// Clients connected again because the server closed them while
+    /// letting them in, or the roll call never reached them (only against
+    /// servers that send no greeting).
+    pub reconnects: u32,
 }
 
 /// Latency percentiles, in milliseconds.
@@ -110,6 +142,17 @@ pub struct LatencyStats {
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub max_ms: f64,
+    /// The latency distribution, for plotting: points of increasing
+    /// percentile, denser towards the tail.
+    pub cdf: Vec<CdfPoint>,
+}
+
+/// One point of a latency distribution: `percentile`% of the samples took
+/// at most `latency_ms`.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct CdfPoint {
+    pub percentile: f64,
+    pub latency_ms: f64,
 }
 
 impl ConnectStats {
@@ -127,6 +170,7 @@ impl ConnectStats {
             settle_ms: 0.0,
             roll_call_rounds: 0,
             roll_call_complete: true,
+            reconnects: 0,
         }
     }
 }
@@ -143,8 +187,23 @@ impl LatencyStats {
                 p99_ms: 0.0,
                 p999_ms: 0.0,
                 max_ms: 0.0,
+                cdf: Vec::new(),
             };
         }
+        // Halving the distance to 100% each step, CDF_STEPS points per half:
+        // fine detail in the tail, where latency plots are read.
+        let mut cdf: Vec<CdfPoint> = h
+            .iter_quantiles(CDF_STEPS)
+            .map(|v| CdfPoint {
+                percentile: v.quantile_iterated_to() * 100.0,
+                latency_ms: ns(v.value_iterated_to()),
+            })
+            .take_while(|p| p.percentile < 100.0)
+            .collect();
+        cdf.push(CdfPoint {
+            percentile: 100.0,
+            latency_ms: ns(h.max()),
+        });
         LatencyStats {
             samples: h.len(),
             mean_ms: h.mean() / 1e6,
@@ -153,9 +212,13 @@ impl LatencyStats {
             p99_ms: ns(h.value_at_quantile(0.99)),
             p999_ms: ns(h.value_at_quantile(0.999)),
             max_ms: ns(h.max()),
+            cdf,
         }
     }
 }
+
+/// Points per halving of the distance to 100% in [`LatencyStats::cdf`].
+const CDF_STEPS: u32 = 8;
 
 /// Nearest-rank percentile of sorted values.
 fn percentile(sorted: &[Duration], q: f64) -> Duration {
@@ -191,8 +254,12 @@ impl Report {
         row(
             "target",
             format!(
-                "{}, {} clients ({} sending), rate {rate}, window {window}, {} B messages",
-                s.addr, s.clients, s.senders, s.size
+                "{}{}, {} clients ({} sending), rate {rate}, window {window}, {} B messages",
+                s.addr,
+                if s.tls { " (TLS)" } else { "" },
+                s.clients,
+                s.senders,
+                s.size
             ),
         );
         row(
@@ -220,8 +287,11 @@ impl Report {
                 c.settle_ms,
                 match (c.roll_call_rounds, c.roll_call_complete) {
                     (0, _) => String::new(),
-                    (n, true) => format!(" (roll call: {n} rounds)"),
-                    (n, false) => format!(" (roll call incomplete after {n} rounds)"),
+                    (n, true) => format!(" (roll call: {n} rounds{})", reconnected(c.reconnects)),
+                    (n, false) => format!(
+                        " (roll call incomplete after {n} rounds{})",
+                        reconnected(c.reconnects)
+                    ),
                 }
             ),
         );
@@ -245,16 +315,20 @@ impl Report {
         );
         row(
             "loss",
-            format!(
-                "{} ({:.3}%){}",
-                self.loss,
-                self.loss_ratio * 100.0,
-                if self.drained {
-                    ""
-                } else {
-                    "; grace period ran out before everything arrived"
-                }
-            ),
+            if self.measured() {
+                format!(
+                    "{} ({:.3}%){}",
+                    self.loss,
+                    self.loss_ratio * 100.0,
+                    if self.drained {
+                        ""
+                    } else {
+                        "; grace period ran out before everything arrived"
+                    }
+                )
+            } else {
+                "unknown: nothing was sent in the measured window".to_string()
+            },
         );
         row("duplicates", self.duplicates.to_string());
         row("out of order", self.order_violations.to_string());
@@ -268,17 +342,107 @@ impl Report {
         row("disconnects", self.disconnects.to_string());
         row(
             "latency",
-            format!(
-                "p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms ({} samples)",
-                l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.samples
-            ),
+            if l.samples == 0 {
+                "no samples".to_string()
+            } else {
+                format!(
+                    "p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms ({} samples)",
+                    l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.samples
+                )
+            },
         );
+        if let Some(srv) = &self.server {
+            row(
+                "server",
+                format!(
+                    "pid {}: CPU {:.0}% of one core; RSS {} at start, {} peak, {} at end{}",
+                    srv.pid,
+                    srv.cpu_percent,
+                    fmt_bytes(srv.rss_start_bytes as f64),
+                    fmt_bytes(srv.rss_peak_bytes as f64),
+                    fmt_bytes(srv.rss_end_bytes as f64),
+                    if srv.lost { " (process lost)" } else { "" }
+                ),
+            );
+        }
+        for w in &self.warnings {
+            row("WARNING", w.clone());
+        }
         out
+    }
+
+    /// Whether the run measured anything: some message was sent inside the
+    /// measured window. A run that did not (every sender stalled, say) has
+    /// no loss, throughput or latency to report, whatever its zeros say.
+    pub fn measured(&self) -> bool {
+        self.expected_deliveries > 0
+    }
+
+    /// Fills [`Report::warnings`] from the figures.
+    pub(crate) fn check(&mut self) {
+        let mut w = Vec::new();
+        if !self.measured() {
+            w.push(format!(
+                "nothing was measured: no message was sent in the {:.1} s window \
+                 ({} sent in the warm-up); the senders stalled, so loss, throughput \
+                 and latency mean nothing",
+                self.settings.duration_secs, self.warmup_messages
+            ));
+        }
+        if self.measured() && self.deliveries == 0 {
+            w.push(
+                "no message of the measured window arrived anywhere: there is no latency \
+                 to report"
+                    .to_string(),
+            );
+        }
+        if !self.connect.roll_call_complete {
+            w.push(
+                "the roll call did not reach every client: the server had not admitted \
+                 them all when the run started"
+                    .to_string(),
+            );
+        }
+        if !self.drained {
+            w.push("the grace period ran out before every message arrived".to_string());
+        }
+        if self.disconnects > 0 {
+            w.push(format!(
+                "{} clients lost their connection during the run",
+                self.disconnects
+            ));
+        }
+        if self.server.as_ref().is_some_and(|s| s.lost) {
+            w.push("the server process could not be read any more during the run".to_string());
+        }
+        self.warnings = w;
+    }
+}
+
+fn reconnected(n: u32) -> String {
+    match n {
+        0 => String::new(),
+        n => format!(", {n} clients connected again"),
+    }
+}
+
+/// A byte count in KiB, MiB or GiB.
+pub(crate) fn fmt_bytes(b: f64) -> String {
+    const K: f64 = 1024.0;
+    let a = b.abs();
+    if a >= K * K * K {
+        format!("{:.2} GiB", b / (K * K * K))
+    } else if a >= K * K {
+        format!("{:.1} MiB", b / (K * K))
+    } else if a >= K {
+        format!("{:.1} KiB", b / K)
+    } else {
+        format!("{b:.0} B")
     }
 }
 
 /// A rate or count with no more precision than it deserves.
-fn fmt_num(x: f64) -> String {
+pub(crate) fn fmt_num(x: f64) -> String {
     if x >= 100.0 {
         format!("{x:.0}")
     } else {
