@@ -4,13 +4,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::served::Served;
 use common::TestServer;
 use proptest::prelude::*;
 use rchat::bench::idle::{self, IdleConfig};
@@ -326,59 +326,10 @@ async fn a_run_that_measured_nothing_says_so() {
 
 // ---- the server process: CPU and memory ----
 
-/// The real `rchat serve` binary on 127.0.0.1:0, killed on drop.
-struct Spawned {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Spawned {
-    fn serve(extra: &[&str]) -> Spawned {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rchat"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--history", "off"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn rchat serve");
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        let addr = loop {
-            line.clear();
-            assert!(
-                stderr.read_line(&mut line).unwrap() > 0,
-                "server exited early"
-            );
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        };
-        // Keep draining its log so that it never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut sink = String::new();
-            while matches!(stderr.read_line(&mut sink), Ok(1..)) {
-                sink.clear();
-            }
-        });
-        Spawned { child, addr }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn server_pid_reports_the_servers_cpu_and_memory() {
-    let srv = Spawned::serve(&[]);
+    let srv = Served::start(&["--history", "off"]);
     let cfg = BenchConfig {
         clients: 10,
         senders: 10,
@@ -417,7 +368,7 @@ async fn server_pid_reports_the_servers_cpu_and_memory() {
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idle_connections_cost_the_real_server_memory_and_all_close() {
-    let srv = Spawned::serve(&[]);
+    let srv = Served::start(&["--history", "off"]);
     let cfg = IdleConfig {
         hold: Duration::from_millis(300),
         quiet: true,

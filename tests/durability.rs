@@ -3,16 +3,16 @@
 //! check that every acknowledged message is there, in order, that numbering
 //! goes on after the highest stored seq, and that the database is sound.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as AsyncBufReader};
 use tokio::net::TcpStream;
 
+use common::served::Served;
 use rchat::proto::json::{decode_server, ServerMsg};
 
 const ROOMS: [&str; 2] = ["lobby", "ops"];
@@ -23,50 +23,6 @@ const WINDOW: usize = 32;
 const ENOUGH_ACKS: usize = 3000;
 const POST_FOR: Duration = Duration::from_secs(3);
 const DEADLINE: Duration = Duration::from_secs(15);
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(dir: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rchat"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("rchat serve starts");
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        let addr = loop {
-            line.clear();
-            assert!(
-                stderr.read_line(&mut line).unwrap() > 0,
-                "server exited early"
-            );
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        };
-        // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut sink = String::new();
-            while stderr.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
-                sink.clear();
-            }
-        });
-        Server { child, addr }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A raw JSON connection in both rooms.
 struct Conn {
@@ -185,7 +141,8 @@ async fn read_all(c: &mut Conn, room: &str) -> Vec<(u64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_message_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path());
+    let data_dir = dir.path().to_str().expect("a UTF-8 temporary path");
+    let mut server = Served::start(&["--data-dir", data_dir]);
     let addr = server.addr;
 
     let stop_at = Instant::now() + POST_FOR;
@@ -221,7 +178,7 @@ async fn every_acknowledged_message_survives_kill_9() {
     assert_eq!(check, "ok");
     drop(db);
 
-    let server = Server::start(dir.path());
+    let server = Served::start(&["--data-dir", data_dir]);
     let mut c = Conn::open(server.addr, "checker").await;
     for room in ROOMS {
         let stored = read_all(&mut c, room).await;
