@@ -7,6 +7,7 @@
 //!
 //! `cargo bench --bench fanout`
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use futures::FutureExt;
 use rchat::event::Format;
 use rchat::server::hub::{Hub, HubLimits, MemberId};
-use rchat::server::outbox::{Outbox, Outgoing};
+use rchat::server::outbox::{Outbox, Outgoing, Queued};
 use std::hint::black_box;
 
 /// The server's default send-queue limit.
@@ -25,7 +26,7 @@ struct Room {
     hub: Hub,
     speaker: MemberId,
     outboxes: Vec<Arc<Outbox>>,
-    batch: Vec<Outgoing>,
+    batch: VecDeque<Queued>,
 }
 
 impl Room {
@@ -47,7 +48,7 @@ impl Room {
             hub,
             speaker: speaker.expect("at least one member"),
             outboxes,
-            batch: Vec::new(),
+            batch: VecDeque::new(),
         };
         room.drain(false);
         room
@@ -59,14 +60,14 @@ impl Room {
         for outbox in &self.outboxes {
             // Never waits: it returns at once whether or not anything is
             // queued (an empty outbox would wait, so poll only once).
-            if outbox.drain(&mut self.batch).now_or_never().is_none() {
+            if outbox.take(&mut self.batch).now_or_never().is_none() {
                 continue;
             }
             let mut cost = 0;
             for item in self.batch.drain(..) {
                 cost += item.cost();
                 if render {
-                    black_box(item.bytes(Format::Text, rchat::proto::text::render));
+                    black_box(item.wire(Format::Text, rchat::proto::text::render));
                 }
             }
             outbox.release(cost);

@@ -127,9 +127,57 @@ impl Envelope {
     /// The event's bytes in `format`, encoding at most once per format no
     /// matter how many recipients ask.
     pub fn encoded(&self, format: Format, encode: fn(&Event) -> Bytes) -> Bytes {
-        self.encoded[format as usize]
-            .get_or_init(|| encode(&self.event))
-            .clone()
+        self.wire(format, encode).clone()
+    }
+
+    /// Like [`Envelope::encoded`], but borrowed: a writer holding the
+    /// envelope writes these bytes without touching a shared count.
+    pub fn wire(&self, format: Format, encode: fn(&Event) -> Bytes) -> &Bytes {
+        self.encoded[format as usize].get_or_init(|| encode(&self.event))
+    }
+}
+
+/// Several events for the same recipients, delivered as one: the lines a
+/// sender's read brought in cost each recipient one queue entry and one
+/// write between them, and are encoded once per format into one buffer.
+#[derive(Debug)]
+pub struct Bundle {
+    envelopes: Vec<Arc<Envelope>>,
+    encoded: [OnceLock<Bytes>; FORMATS],
+    approx_size: usize,
+}
+
+impl Bundle {
+    pub fn new(envelopes: Vec<Arc<Envelope>>) -> Arc<Bundle> {
+        let approx_size = envelopes.iter().map(|e| e.event.approx_size()).sum();
+        Arc::new(Bundle {
+            envelopes,
+            encoded: Default::default(),
+            approx_size,
+        })
+    }
+
+    pub fn envelopes(&self) -> &[Arc<Envelope>] {
+        &self.envelopes
+    }
+
+    /// The sum of the events' [`Event::approx_size`].
+    pub fn approx_size(&self) -> usize {
+        self.approx_size
+    }
+
+    /// Every event's bytes in `format`, in order, in one buffer encoded at
+    /// most once per format. The envelopes' own caches are left empty, so
+    /// the bytes are not held twice.
+    pub fn wire(&self, format: Format, encode: fn(&Event) -> Bytes) -> &Bytes {
+        self.encoded[format as usize].get_or_init(|| {
+            let parts: Vec<Bytes> = self.envelopes.iter().map(|e| encode(&e.event)).collect();
+            let mut all = Vec::with_capacity(parts.iter().map(Bytes::len).sum());
+            for part in &parts {
+                all.extend_from_slice(part);
+            }
+            Bytes::from(all)
+        })
     }
 }
 
@@ -143,6 +191,32 @@ mod tests {
     fn counting_encoder(_: &Event) -> Bytes {
         CALLS.fetch_add(1, Ordering::SeqCst);
         Bytes::from_static(b"x\n")
+    }
+
+    fn numbered(e: &Event) -> Bytes {
+        match e {
+            Event::Notice(t) => Bytes::from(format!("{t}\n")),
+            _ => Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn bundle_encodes_its_events_in_order() {
+        let bundle = Bundle::new(
+            ["a", "bb", "c"]
+                .into_iter()
+                .map(|t| Envelope::new(Event::Notice(t.into())))
+                .collect(),
+        );
+        assert_eq!(bundle.wire(Format::Text, numbered), "a\nbb\nc\n");
+        assert_eq!(
+            bundle.approx_size(),
+            3 * Event::Notice("".into()).approx_size() + 4
+        );
+        // Encoded for the bundle, not cached in each envelope as well.
+        assert!(bundle.envelopes()[0].encoded[Format::Text as usize]
+            .get()
+            .is_none());
     }
 
     #[test]

@@ -360,3 +360,41 @@ async fn server_full_is_refused_with_a_reason() {
     assert!(admitted, "a freed slot admits a new client");
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn lines_and_commands_in_one_write_keep_their_order() {
+    let srv = TestServer::start().await;
+    let mut a = srv.named("alice").await;
+    let mut b = srv.named("bob").await;
+    a.expect_suffix(" is now known as bob").await;
+    // One write: the server reads these lines together and batches the
+    // chat between commands, which must still take effect in order.
+    a.send_raw(b"one\n/nick ann\ntwo\nthree\n/join dev\nfour\n")
+        .await;
+    b.expect("alice> one").await;
+    b.expect("* alice is now known as ann").await;
+    b.expect("ann> two").await;
+    b.expect("ann> three").await;
+    b.expect("* ann left lobby").await;
+    a.expect("* alice is now known as ann").await;
+    a.expect("* you are now in dev (just you); /who lists them")
+        .await;
+    b.expect_nothing_pending().await;
+    a.expect_nothing_pending().await;
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_of_lines_arrives_whole_and_in_order() {
+    let srv = TestServer::start().await;
+    let mut a = srv.named("alice").await;
+    let mut b = srv.named("bob").await;
+    a.expect_suffix(" is now known as bob").await;
+    let burst: String = (0..500).map(|i| format!("line {i}\n")).collect();
+    a.send_raw(burst.as_bytes()).await;
+    for i in 0..500 {
+        b.expect(&format!("alice> line {i}")).await;
+    }
+    b.expect_nothing_pending().await;
+    srv.stop().await;
+}

@@ -11,6 +11,14 @@
 //! A member may be in several rooms at once (structured clients need this);
 //! the text protocol simply uses one at a time.
 //!
+//! Big rooms are kept cheap to join and leave: a room's roster is kept in
+//! nick order, so telling a joiner who is there is a walk, not a sort; and a
+//! room of `BIG_ROOM` (128) members or more holds its join and leave notices for
+//! up to [`NOTICE_DELAY`] and tells them in one bundle, always before the
+//! room's next message, so a wave of joins costs each member a few queue
+//! entries rather than one per join. The server drives the delay
+//! ([`Hub::notices_held`], [`Hub::tell_held`]); the hub has no timers.
+//!
 //! With [`History`], the hub also hands every room message to the store, in
 //! the same lock hold that sequences it (appending only queues, it never
 //! waits for the disk), and keeps each live room's newest messages in memory
@@ -19,13 +27,15 @@
 //! is taken from the store when the room is created, so it survives the room
 //! emptying and the server restarting.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
 
 use tracing::{debug, error, info};
 
-use crate::event::{Envelope, Event, LeaveReason};
+use crate::event::{Bundle, Envelope, Event, LeaveReason};
 use crate::names::{key_of, NameError, Nick, RoomName};
 use crate::server::outbox::{Outbox, Outgoing, Push};
 use crate::store::{Receipt, Store, StoredMessage};
@@ -33,6 +43,16 @@ use crate::store::{Receipt, Store, StoredMessage};
 /// Store key under which private messages are kept with `--store-private`.
 /// It cannot collide with a room's key: room names have no `~`.
 pub const PRIVATE_KEY: &str = "~private";
+
+/// Rooms with at least this many members hold their join and leave notices
+/// briefly and tell them in bundles. A wave of a thousand joins into a room
+/// of five thousand is five million pushes one by one, all under the hub's
+/// lock; held, it is a few thousand.
+const BIG_ROOM: usize = 128;
+/// Most notices a room holds; the next one tells them all at once.
+const MAX_HELD: usize = 256;
+/// Longest a notice is held: after this [`Hub::tell_held`] is due.
+pub const NOTICE_DELAY: Duration = Duration::from_millis(50);
 
 /// Identifies one registered member for the lifetime of its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -116,6 +136,13 @@ pub struct Joined {
     pub members: Vec<Nick>,
 }
 
+/// One chat line (or `/me` action) of a [`Hub::say_many`] batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatLine {
+    pub text: Arc<str>,
+    pub action: bool,
+}
+
 /// Where a message was placed in its room's order.
 #[derive(Debug)]
 pub struct Posted {
@@ -136,14 +163,99 @@ struct Member {
     rooms: Vec<String>,
 }
 
+/// A nick ordered case-insensitively, without allocating to compare: the
+/// key of a [`Roster`]. The hub keeps nicks unique case-insensitively, so
+/// this orders a room's members totally.
+#[derive(Debug, Clone)]
+struct Folded(Nick);
+
+impl Folded {
+    fn bytes(&self) -> impl Iterator<Item = u8> + '_ {
+        self.0.as_str().bytes().map(|b| b.to_ascii_lowercase())
+    }
+}
+
+impl PartialEq for Folded {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Folded {}
+
+impl PartialOrd for Folded {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Folded {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.bytes().cmp(other.bytes())
+    }
+}
+
+/// Who is in a room, with each member's outbox for fan-out, kept in nick
+/// order: every joiner is told who is there, and in a big room sorting the
+/// list for each of a wave of joins would stall the hub.
+#[derive(Debug, Default)]
+struct Roster {
+    seats: BTreeMap<Folded, (MemberId, Arc<Outbox>)>,
+}
+
+impl Roster {
+    fn insert(&mut self, nick: &Nick, id: MemberId, outbox: Arc<Outbox>) {
+        self.seats.insert(Folded(nick.clone()), (id, outbox));
+    }
+
+    fn remove(&mut self, nick: &Nick) {
+        self.seats.remove(&Folded(nick.clone()));
+    }
+
+    /// Re-seats a member under its new nick, even a change of case only.
+    fn rename(&mut self, old: &Nick, new: &Nick) {
+        if let Some(seat) = self.seats.remove(&Folded(old.clone())) {
+            self.seats.insert(Folded(new.clone()), seat);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.seats.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.seats.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (MemberId, &Arc<Outbox>)> {
+        self.seats.values().map(|(id, outbox)| (*id, outbox))
+    }
+
+    /// The members' nicks, sorted case-insensitively.
+    fn nicks(&self) -> Vec<Nick> {
+        self.seats.keys().map(|k| k.0.clone()).collect()
+    }
+}
+
 #[derive(Debug)]
 struct Room {
     name: RoomName,
-    members: HashMap<MemberId, Arc<Outbox>>,
+    members: Roster,
     /// Sequence number of the last message posted here.
     last_seq: u64,
     /// The newest messages, for replay; at most `History::replay`.
     recent: VecDeque<Arc<Envelope>>,
+    /// Join and leave notices not yet told (big rooms only).
+    held: Held,
+}
+
+/// A big room's notices waiting to be told in one bundle.
+#[derive(Debug, Default)]
+struct Held {
+    notices: Vec<Arc<Envelope>>,
+    /// Members seated while notices were held, with how many were held by
+    /// then: they are told only the later ones, as they would have been.
+    late: Vec<(MemberId, usize)>,
 }
 
 #[derive(Debug, Default)]
@@ -159,6 +271,8 @@ struct State {
     /// Members whose outbox overflowed during a fan-out, to be evicted once
     /// the fan-out is over.
     overflowed: Vec<MemberId>,
+    /// Keys of the rooms holding notices.
+    holding: Vec<String>,
     /// Last seq used for a stored private message; read from the store on
     /// first use.
     private_seq: Option<u64>,
@@ -168,6 +282,8 @@ struct State {
 #[derive(Debug, Default)]
 pub struct Hub {
     state: Mutex<State>,
+    /// Notified when a room starts holding notices.
+    held: Notify,
     limits: HubLimits,
     history: Option<History>,
 }
@@ -188,6 +304,7 @@ impl Hub {
     pub fn with_history(limits: HubLimits, history: Option<History>) -> Hub {
         Hub {
             state: Mutex::default(),
+            held: Notify::new(),
             limits,
             history,
         }
@@ -198,9 +315,10 @@ impl Hub {
     fn new_room(&self, name: RoomName) -> Room {
         let mut room = Room {
             name,
-            members: HashMap::new(),
+            members: Roster::default(),
             last_seq: 0,
             recent: VecDeque::new(),
+            held: Held::default(),
         };
         let Some(history) = &self.history else {
             return room;
@@ -243,6 +361,15 @@ impl Hub {
             messages: messages.into(),
             more,
         }))
+    }
+
+    /// Ends a change: evicts members whose queue overflowed, and has the
+    /// notices now held told soon.
+    fn settle(&self, st: &mut State) {
+        st.evict_overflowed();
+        if !st.holding.is_empty() {
+            self.held.notify_one();
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -311,16 +438,27 @@ impl Hub {
         }
         st.nicks.remove(&old.key());
         st.nicks.insert(new.key(), id);
+        // Notices held in the member's rooms come before the rename.
+        if let Some(member) = st.members.get(&id) {
+            for key in member.rooms.clone() {
+                st.tell_held(&key);
+            }
+        }
         let rooms = {
             let member = st.members.get_mut(&id).ok_or(HubError::Gone)?;
             member.nick = new.clone();
             member.rooms.clone()
         };
+        for key in &rooms {
+            if let Some(room) = st.rooms.get_mut(key) {
+                room.members.rename(&old, &new);
+            }
+        }
         // Everyone sharing a room, plus the member: each exactly once.
         let mut audience: HashMap<MemberId, Arc<Outbox>> = HashMap::new();
         for key in &rooms {
             if let Some(room) = st.rooms.get(key) {
-                audience.extend(room.members.iter().map(|(i, o)| (*i, o.clone())));
+                audience.extend(room.members.iter().map(|(i, o)| (i, o.clone())));
             }
         }
         if let Some(m) = st.members.get(&id) {
@@ -333,7 +471,7 @@ impl Hub {
         for (to, outbox) in audience {
             st.deliver(to, &outbox, &env);
         }
-        st.evict_overflowed();
+        self.settle(st);
         info!(old = %old, new = %new, "nick changed");
         Ok(new)
     }
@@ -397,10 +535,8 @@ impl Hub {
             room: room_name.clone(),
             nick: nick.clone(),
         });
-        st.fan_out(&key, None, &env);
-        if let Some(room) = st.rooms.get_mut(&key) {
-            room.members.insert(id, outbox);
-        }
+        st.announce(&key, env);
+        st.seat(&key, &nick, id, outbox);
         if let Some(m) = st.members.get_mut(&id) {
             m.rooms.push(key.clone());
         }
@@ -421,7 +557,7 @@ impl Hub {
                 st.overflowed.push(id);
             }
         }
-        st.evict_overflowed();
+        self.settle(st);
         debug!(nick = %nick, room = %joined.room, "joined");
         Ok(joined)
     }
@@ -436,7 +572,7 @@ impl Hub {
             return Err(HubError::NotInRoom(room.to_string()));
         }
         st.leave_room(id, &key, LeaveReason::Part);
-        st.evict_overflowed();
+        self.settle(st);
         Ok(())
     }
 
@@ -452,15 +588,53 @@ impl Hub {
         let key = key_of(room);
         let mut guard = self.lock();
         let st = &mut *guard;
-        let member = st.members.get(&id).ok_or(HubError::Gone)?;
-        if !member.rooms.contains(&key) {
-            return Err(HubError::NotInRoom(room.to_string()));
+        let (from, target) = st.speaker(id, &key, room)?;
+        let (posted, env) = self.post(target, from, text.into(), action);
+        st.fan_out(&key, Some(id), &env);
+        self.settle(st);
+        Ok(posted)
+    }
+
+    /// Posts several lines of one member to a room in one lock hold, as
+    /// the lines of one read arrive: each is sequenced (and stored) exactly
+    /// as [`Hub::say`] would, and the room's members get them as one
+    /// bundle, so that each costs them one queue entry and one write.
+    pub fn say_many(
+        &self,
+        id: MemberId,
+        room: &str,
+        lines: &[ChatLine],
+    ) -> Result<Vec<Posted>, HubError> {
+        let key = key_of(room);
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let (from, target) = st.speaker(id, &key, room)?;
+        let mut posted = Vec::with_capacity(lines.len());
+        let mut envelopes = Vec::with_capacity(lines.len());
+        for line in lines {
+            let (p, env) = self.post(target, from.clone(), line.text.clone(), line.action);
+            posted.push(p);
+            envelopes.push(env);
         }
-        let from = member.nick.clone();
-        let room = st
-            .rooms
-            .get_mut(&key)
-            .ok_or_else(|| HubError::NoSuchRoom(room.to_string()))?;
+        match envelopes.len() {
+            0 => {}
+            1 => st.fan_out(&key, Some(id), &envelopes[0]),
+            _ => st.fan_out_item(&key, Some(id), &Outgoing::Bundle(Bundle::new(envelopes))),
+        }
+        self.settle(st);
+        Ok(posted)
+    }
+
+    /// Places one message in its room's order: every room message passes
+    /// here, under the hub's lock, so this is where it gets its `seq` and
+    /// is handed to the history. Telling the members is the caller's job.
+    fn post(
+        &self,
+        room: &mut Room,
+        from: Nick,
+        text: Arc<str>,
+        action: bool,
+    ) -> (Posted, Arc<Envelope>) {
         room.last_seq += 1;
         let mut posted = Posted {
             room: room.name.clone(),
@@ -473,7 +647,7 @@ impl Hub {
             seq: posted.seq,
             ts_ms: posted.ts_ms,
             from,
-            text: text.into(),
+            text,
             action,
         });
         if let Some(history) = &self.history {
@@ -486,9 +660,7 @@ impl Hub {
                 room.recent.push_back(env.clone());
             }
         }
-        st.fan_out(&key, Some(id), &env);
-        st.evict_overflowed();
-        Ok(posted)
+        (posted, env)
     }
 
     /// Sends a private message to one member, found by nick.
@@ -532,7 +704,7 @@ impl Hub {
             text: text.into(),
         });
         st.deliver(target, &outbox, &env);
-        st.evict_overflowed();
+        self.settle(st);
         Ok(to_nick)
     }
 
@@ -605,7 +777,7 @@ impl Hub {
         let mut guard = self.lock();
         let st = &mut *guard;
         st.remove_member(id, reason);
-        st.evict_overflowed();
+        self.settle(st);
     }
 
     /// Tells every member `notice`, closes every outbox after it is flushed,
@@ -624,6 +796,22 @@ impl Hub {
         st.rooms.clear();
     }
 
+    /// Tells every notice the rooms hold. The server calls this
+    /// [`NOTICE_DELAY`] after [`Hub::notices_held`] completes.
+    pub fn tell_held(&self) {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        for key in std::mem::take(&mut st.holding) {
+            st.tell_held(&key);
+        }
+        self.settle(st);
+    }
+
+    /// Completes when some room has started holding notices.
+    pub async fn notices_held(&self) {
+        self.held.notified().await
+    }
+
     /// How many members are registered.
     pub fn member_count(&self) -> usize {
         self.lock().members.len()
@@ -631,17 +819,44 @@ impl Hub {
 }
 
 impl State {
+    /// The nick of a member about to post to the room `key` (`shown` as
+    /// the member wrote it), and the room, if the member is in it.
+    fn speaker(
+        &mut self,
+        id: MemberId,
+        key: &str,
+        shown: &str,
+    ) -> Result<(Nick, &mut Room), HubError> {
+        let member = self.members.get(&id).ok_or(HubError::Gone)?;
+        if !member.rooms.iter().any(|k| k == key) {
+            return Err(HubError::NotInRoom(shown.to_string()));
+        }
+        let from = member.nick.clone();
+        let room = self
+            .rooms
+            .get_mut(key)
+            .ok_or_else(|| HubError::NoSuchRoom(shown.to_string()))?;
+        Ok((from, room))
+    }
+
     /// Pushes `env` to every member of a room except `except`.
     fn fan_out(&mut self, room_key: &str, except: Option<MemberId>, env: &Arc<Envelope>) {
+        self.fan_out_item(room_key, except, &Outgoing::Event(env.clone()));
+    }
+
+    /// Pushes `item` to every member of a room except `except`, after
+    /// any notices the room holds.
+    fn fan_out_item(&mut self, room_key: &str, except: Option<MemberId>, item: &Outgoing) {
+        self.tell_held(room_key);
         let Some(room) = self.rooms.get(room_key) else {
             return;
         };
-        for (id, outbox) in &room.members {
-            if Some(*id) == except {
+        for (id, outbox) in room.members.iter() {
+            if Some(id) == except {
                 continue;
             }
-            if outbox.push(Outgoing::Event(env.clone())) == Push::Overflow {
-                self.overflowed.push(*id);
+            if outbox.push(item.clone()) == Push::Overflow {
+                self.overflowed.push(id);
             }
         }
     }
@@ -652,17 +867,79 @@ impl State {
         }
     }
 
-    fn member_nicks(&self, room_key: &str) -> Vec<Nick> {
-        let Some(room) = self.rooms.get(room_key) else {
-            return Vec::new();
+    /// Tells a room's members of a join or leave: at once in a small room,
+    /// held to be told with others in a big one.
+    fn announce(&mut self, room_key: &str, env: Arc<Envelope>) {
+        let Some(room) = self.rooms.get_mut(room_key) else {
+            return;
         };
-        let mut nicks: Vec<Nick> = room
-            .members
-            .keys()
-            .filter_map(|id| self.members.get(id).map(|m| m.nick.clone()))
-            .collect();
-        nicks.sort_by_key(|n| n.key());
-        nicks
+        if room.members.len() < BIG_ROOM && room.held.notices.is_empty() {
+            self.fan_out(room_key, None, &env);
+            return;
+        }
+        room.held.notices.push(env);
+        if room.held.notices.len() >= MAX_HELD {
+            self.tell_held(room_key);
+        } else if room.held.notices.len() == 1 {
+            self.holding.push(room_key.to_string());
+        }
+    }
+
+    /// Adds a member to a room's roster. One seated while the room holds
+    /// notices is not told those, only later ones.
+    fn seat(&mut self, room_key: &str, nick: &Nick, id: MemberId, outbox: Arc<Outbox>) {
+        if let Some(room) = self.rooms.get_mut(room_key) {
+            room.members.insert(nick, id, outbox);
+            if !room.held.notices.is_empty() {
+                room.held.late.push((id, room.held.notices.len()));
+            }
+        }
+    }
+
+    /// Tells the notices a room holds, as one bundle to everyone seated
+    /// before them and the rest to those seated since.
+    fn tell_held(&mut self, room_key: &str) {
+        let Some(room) = self.rooms.get_mut(room_key) else {
+            return;
+        };
+        if room.held.notices.is_empty() {
+            return;
+        }
+        let Held { notices, late } = std::mem::take(&mut room.held);
+        let told = |from: usize| -> Outgoing {
+            match &notices[from..] {
+                [one] => Outgoing::Event(one.clone()),
+                many => Outgoing::Bundle(Bundle::new(many.to_vec())),
+            }
+        };
+        let all = told(0);
+        let skip: HashSet<MemberId> = late.iter().map(|(id, _)| *id).collect();
+        let mut overflowed = Vec::new();
+        for (id, outbox) in room.members.iter() {
+            if !skip.contains(&id) && outbox.push(all.clone()) == Push::Overflow {
+                overflowed.push(id);
+            }
+        }
+        for (id, from) in late {
+            if from >= notices.len() {
+                continue;
+            }
+            let Some(member) = self.members.get(&id) else {
+                continue;
+            };
+            if member.rooms.iter().any(|k| k == room_key)
+                && member.outbox.push(told(from)) == Push::Overflow
+            {
+                overflowed.push(id);
+            }
+        }
+        self.overflowed.extend(overflowed);
+    }
+
+    fn member_nicks(&self, room_key: &str) -> Vec<Nick> {
+        self.rooms
+            .get(room_key)
+            .map_or_else(Vec::new, |room| room.members.nicks())
     }
 
     fn leave_room(&mut self, id: MemberId, room_key: &str, reason: LeaveReason) {
@@ -674,17 +951,18 @@ impl State {
         let Some(room) = self.rooms.get_mut(room_key) else {
             return;
         };
-        room.members.remove(&id);
+        room.members.remove(&nick);
         if room.members.is_empty() {
             self.rooms.remove(room_key);
             return;
         }
+        room.held.late.retain(|(late, _)| *late != id);
         let env = Envelope::new(Event::Left {
             room: room.name.clone(),
             nick,
             reason,
         });
-        self.fan_out(room_key, None, &env);
+        self.announce(room_key, env);
     }
 
     fn remove_member(&mut self, id: MemberId, reason: LeaveReason) {
@@ -906,6 +1184,104 @@ mod tests {
     }
 
     #[test]
+    fn who_stays_in_nick_order_through_renames_and_leaves() {
+        let hub = Hub::default();
+        let a = Probe::join(&hub, "lobby");
+        let b = Probe::join(&hub, "lobby");
+        let c = Probe::join(&hub, "lobby");
+        hub.rename(a.id, "bob").unwrap();
+        hub.rename(b.id, "Alice").unwrap();
+        hub.rename(c.id, "carol").unwrap();
+        let who = |hub: &Hub| -> Vec<String> {
+            let (_, nicks) = hub.who("lobby").unwrap();
+            nicks.iter().map(|n| n.to_string()).collect()
+        };
+        assert_eq!(who(&hub), vec!["Alice", "bob", "carol"]);
+        hub.rename(b.id, "zed").unwrap();
+        hub.rename(a.id, "BOB").unwrap();
+        assert_eq!(who(&hub), vec!["BOB", "carol", "zed"]);
+        hub.part(c.id, "lobby").unwrap();
+        assert_eq!(who(&hub), vec!["BOB", "zed"]);
+        // Fan-out follows the roster: the renamed members still get traffic.
+        a.lines();
+        b.lines();
+        hub.say(a.id, "lobby", "hi", false).unwrap();
+        assert_eq!(b.lines(), vec!["BOB> hi"]);
+    }
+
+    /// A room of exactly [`BIG_ROOM`] members, all told everything so far.
+    fn big_room(hub: &Hub) -> Vec<Probe> {
+        let probes: Vec<Probe> = (0..BIG_ROOM).map(|_| Probe::join(hub, "big")).collect();
+        for p in &probes {
+            p.lines();
+        }
+        probes
+    }
+
+    #[test]
+    fn big_rooms_tell_held_notices_together_before_the_next_message() {
+        let hub = Hub::default();
+        let probes = big_room(&hub);
+        let x = Probe::join(&hub, "big");
+        let y = Probe::join(&hub, "big");
+        hub.part(probes[1].id, "big").unwrap();
+        assert!(probes[0].lines().is_empty(), "held, not yet told");
+        hub.say(probes[2].id, "big", "hello", false).unwrap();
+        let (xn, yn) = (BIG_ROOM + 1, BIG_ROOM + 2);
+        assert_eq!(
+            probes[0].lines(),
+            vec![
+                format!("* guest{xn} joined big\n* guest{yn} joined big\n* guest2 left big"),
+                "guest3> hello".to_string(),
+            ]
+        );
+        // Each joiner is told only what happened after it was seated.
+        assert_eq!(
+            x.lines(),
+            vec![
+                format!("* guest{yn} joined big\n* guest2 left big"),
+                "guest3> hello".to_string(),
+            ]
+        );
+        assert_eq!(y.lines(), vec!["* guest2 left big", "guest3> hello"]);
+        // The one who left is told nothing more.
+        assert!(probes[1].lines().is_empty());
+    }
+
+    #[test]
+    fn held_notices_are_told_when_due_and_before_a_rename() {
+        let hub = Hub::default();
+        let probes = big_room(&hub);
+        let x = Probe::join(&hub, "big");
+        hub.tell_held();
+        let xn = BIG_ROOM + 1;
+        assert_eq!(probes[0].lines(), vec![format!("* guest{xn} joined big")]);
+        hub.part(x.id, "big").unwrap();
+        hub.rename(probes[3].id, "dora").unwrap();
+        assert_eq!(
+            probes[0].lines(),
+            vec![
+                format!("* guest{xn} left big"),
+                "* guest4 is now known as dora".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_wave_of_joins_costs_each_member_a_few_queue_entries() {
+        let hub = Hub::default();
+        let probes = big_room(&hub);
+        let wave: Vec<Probe> = (0..1000).map(|_| Probe::join(&hub, "big")).collect();
+        hub.tell_held();
+        let lines: Vec<String> = probes[0].lines();
+        // One entry per MAX_HELD notices, not one per join.
+        assert_eq!(lines.len(), 1000usize.div_ceil(MAX_HELD));
+        let told: usize = lines.iter().map(|l| l.lines().count()).sum();
+        assert_eq!(told, 1000);
+        drop(wave);
+    }
+
+    #[test]
     fn member_in_several_rooms() {
         let hub = Hub::default();
         let a = Probe::join(&hub, "one");
@@ -976,6 +1352,70 @@ mod tests {
         assert_eq!(
             hub.say(a.id, "r3", "m", false).err(),
             Some(HubError::NotInRoom("r3".into()))
+        );
+    }
+
+    fn chat(lines: &[(&str, bool)]) -> Vec<ChatLine> {
+        lines
+            .iter()
+            .map(|(t, action)| ChatLine {
+                text: (*t).into(),
+                action: *action,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_is_sequenced_line_by_line_and_delivered_as_one() {
+        let hub = Hub::default();
+        let a = Probe::join(&hub, "lobby");
+        let b = Probe::join(&hub, "lobby");
+        a.lines();
+        b.lines();
+        hub.say(a.id, "lobby", "first", false).unwrap();
+        let posted = hub
+            .say_many(a.id, "lobby", &chat(&[("two", false), ("waves", true)]))
+            .unwrap();
+        let seqs: Vec<u64> = posted.iter().map(|p| p.seq).collect();
+        assert_eq!(seqs, vec![2, 3]);
+        // One queue entry (one write) for the two lines, after the first.
+        assert_eq!(
+            b.lines(),
+            vec!["guest1> first", "guest1> two\n* guest1 waves"]
+        );
+        assert!(a.lines().is_empty());
+        assert_eq!(
+            hub.say_many(a.id, "elsewhere", &chat(&[("x", false)]))
+                .err(),
+            Some(HubError::NotInRoom("elsewhere".into()))
+        );
+    }
+
+    #[test]
+    fn every_line_of_a_batch_is_stored() {
+        let store = crate::store::memory(crate::store::Retention::default());
+        let hub = Hub::with_history(
+            HubLimits::default(),
+            Some(History {
+                store: store.clone(),
+                replay: 10,
+                store_private: false,
+            }),
+        );
+        let (a, _) = hub.connect(Outbox::new(1 << 20), greet).unwrap();
+        hub.join(a, "lobby", ack).unwrap();
+        hub.say_many(a, "lobby", &chat(&[("one", false), ("two", false)]))
+            .unwrap();
+        hub.say(a, "lobby", "three", false).unwrap();
+        let stored: Vec<(u64, String)> = store
+            .page("lobby", None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.seq, m.text))
+            .collect();
+        assert_eq!(
+            stored,
+            vec![(1, "one".into()), (2, "two".into()), (3, "three".into())]
         );
     }
 

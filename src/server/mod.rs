@@ -11,6 +11,7 @@ pub mod hub;
 pub mod outbox;
 pub mod session;
 pub mod tls;
+pub mod trim;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -217,6 +218,8 @@ impl Server {
             tokio::spawn(acceptor.run());
         }
         drop(done_tx);
+        tokio::spawn(trim::run(stop.clone()));
+        tokio::spawn(tell_held_notices(self.hub.clone(), stop.clone()));
 
         shutdown.await;
         info!("shutting down");
@@ -246,6 +249,22 @@ impl Server {
             }
         }
         info!("stopped");
+    }
+}
+
+/// Has the hub tell the join and leave notices big rooms hold, at most
+/// [`hub::NOTICE_DELAY`] after the first is held, until `stop`.
+async fn tell_held_notices(hub: Arc<Hub>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = hub.notices_held() => {}
+            _ = stop.cancelled() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(hub::NOTICE_DELAY) => {}
+            _ = stop.cancelled() => return,
+        }
+        hub.tell_held();
     }
 }
 
@@ -321,11 +340,9 @@ impl Acceptor {
                         hub: self.hub.clone(),
                         config: self.config.clone(),
                         stop: self.stop.clone(),
+                        done,
                     };
-                    tokio::spawn(async move {
-                        conn.run().await;
-                        drop(done);
-                    });
+                    tokio::spawn(conn.run());
                 }
                 Err(_) => {
                     info!(%peer, "refused: server full");
@@ -356,7 +373,8 @@ async fn refuse(mut socket: TcpStream, plain: bool, max: usize) {
     }
 }
 
-/// One accepted connection, holding its admission permit for its lifetime.
+/// One accepted connection, holding its admission permit and a shutdown
+/// sender for its lifetime.
 struct Connection {
     socket: TcpStream,
     peer: SocketAddr,
@@ -365,35 +383,59 @@ struct Connection {
     hub: Arc<Hub>,
     config: Arc<ServerConfig>,
     stop: CancellationToken,
+    done: mpsc::Sender<()>,
 }
 
 impl Connection {
-    async fn run(self) {
-        let Connection {
-            socket,
-            peer,
-            permit,
-            tls,
-            hub,
-            config,
-            stop,
-        } = self;
-        match tls {
-            None => session::run(socket, peer, hub, config).await,
-            Some(acceptor) => {
-                let handshake =
-                    tokio::time::timeout(config.handshake_timeout(), acceptor.accept(socket));
-                let stream = tokio::select! {
-                    r = handshake => r,
-                    _ = stop.cancelled() => return,
-                };
-                match stream {
-                    Ok(Ok(stream)) => session::run(stream, peer, hub, config).await,
-                    Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => debug!(%peer, "TLS handshake timed out"),
+    // An `async move` block rather than an `async fn`, which would keep a
+    // second copy of `self` in the task for the connection's whole life.
+    #[allow(clippy::manual_async_fn)]
+    fn run(self) -> impl Future<Output = ()> + Send {
+        async move {
+            let stream: Box<dyn session::Stream> = match self.tls {
+                None => Box::new(self.socket),
+                // Boxed: the handshake's state is large and must not size
+                // the task for the rest of the connection's life.
+                Some(acceptor) => {
+                    let handshake =
+                        handshake(acceptor, self.socket, self.peer, &self.config, &self.stop);
+                    match Box::pin(handshake).await {
+                        Some(stream) => stream,
+                        None => return,
+                    }
                 }
-            }
+            };
+            session::run(stream, self.peer, self.hub, self.config).await;
+            drop(self.permit);
+            drop(self.done);
         }
-        drop(permit);
+    }
+}
+
+/// Completes a TLS handshake within the configured time, unless the server
+/// stops first. The stream is boxed at once, so that its size (rustls'
+/// state is over a kilobyte) costs heap only for TLS connections.
+async fn handshake(
+    acceptor: TlsAcceptor,
+    socket: TcpStream,
+    peer: SocketAddr,
+    config: &ServerConfig,
+    stop: &CancellationToken,
+) -> Option<Box<dyn session::Stream>> {
+    let handshake = tokio::time::timeout(config.handshake_timeout(), acceptor.accept(socket));
+    let stream = tokio::select! {
+        r = handshake => r,
+        _ = stop.cancelled() => return None,
+    };
+    match stream {
+        Ok(Ok(stream)) => Some(Box::new(stream)),
+        Ok(Err(e)) => {
+            debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            debug!(%peer, "TLS handshake timed out");
+            None
+        }
     }
 }

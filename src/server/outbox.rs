@@ -7,21 +7,27 @@
 //! still counts against its limit. Pushing past the limit aborts the outbox:
 //! the queue is dropped at once and the hub evicts the member. Nothing here
 //! blocks the pusher, so one stalled client can never slow the hub.
+//!
+//! The writer takes the whole queue at once, leaving an empty one in its
+//! place, so a burst's queue leaves with the burst instead of staying
+//! allocated on an idle member.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
-use crate::event::{Envelope, Format};
+use crate::event::{Bundle, Envelope, Event, Format};
 
 /// One item queued for a connection.
 #[derive(Debug, Clone)]
 pub enum Outgoing {
     /// A hub event, shared with every other recipient.
     Event(Arc<Envelope>),
+    /// Several hub events for the same recipients, written as one.
+    Bundle(Arc<Bundle>),
     /// Bytes already in this connection's wire format (replies, help text).
     Raw(Bytes),
 }
@@ -31,15 +37,63 @@ impl Outgoing {
     pub fn cost(&self) -> usize {
         match self {
             Outgoing::Event(env) => env.event.approx_size(),
+            Outgoing::Bundle(bundle) => bundle.approx_size(),
             Outgoing::Raw(b) => b.len(),
         }
     }
 
     /// The bytes to write, in `format`.
-    pub fn bytes(&self, format: Format, encode: fn(&crate::event::Event) -> Bytes) -> Bytes {
+    pub fn bytes(&self, format: Format, encode: fn(&Event) -> Bytes) -> Bytes {
+        Queued::from(self.clone()).wire(format, encode).clone()
+    }
+}
+
+/// An [`Outgoing`] as a queue holds it: a tag and one pointer. A burst
+/// (every member of a big room told of each of a thousand joins) is queued
+/// for every member at once, so an entry costs 16 bytes rather than 40.
+#[derive(Debug)]
+pub enum Queued {
+    Event(Arc<Envelope>),
+    Bundle(Arc<Bundle>),
+    Raw(Box<Bytes>),
+}
+
+impl From<Outgoing> for Queued {
+    fn from(item: Outgoing) -> Queued {
+        match item {
+            Outgoing::Event(env) => Queued::Event(env),
+            Outgoing::Bundle(bundle) => Queued::Bundle(bundle),
+            Outgoing::Raw(bytes) => Queued::Raw(Box::new(bytes)),
+        }
+    }
+}
+
+impl From<Queued> for Outgoing {
+    fn from(item: Queued) -> Outgoing {
+        match item {
+            Queued::Event(env) => Outgoing::Event(env),
+            Queued::Bundle(bundle) => Outgoing::Bundle(bundle),
+            Queued::Raw(bytes) => Outgoing::Raw(*bytes),
+        }
+    }
+}
+
+impl Queued {
+    /// What the item costs against the send-queue limit.
+    pub fn cost(&self) -> usize {
         match self {
-            Outgoing::Event(env) => env.encoded(format, encode),
-            Outgoing::Raw(b) => b.clone(),
+            Queued::Event(env) => env.event.approx_size(),
+            Queued::Bundle(bundle) => bundle.approx_size(),
+            Queued::Raw(b) => b.len(),
+        }
+    }
+
+    /// The bytes to write, in `format`, borrowed from the item.
+    pub fn wire(&self, format: Format, encode: fn(&Event) -> Bytes) -> &Bytes {
+        match self {
+            Queued::Event(env) => env.wire(format, encode),
+            Queued::Bundle(bundle) => bundle.wire(format, encode),
+            Queued::Raw(b) => b,
         }
     }
 }
@@ -54,7 +108,7 @@ pub enum Push {
     Closed,
 }
 
-/// What the writer should do after draining a batch.
+/// What the writer should do after taking a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drain {
     /// Write the batch, then ask again.
@@ -65,30 +119,32 @@ pub enum Drain {
     Abort,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
 enum Status {
-    Open,
-    Closing,
-    Aborted,
+    Open = 0,
+    Closing = 1,
+    Aborted = 2,
 }
 
 #[derive(Debug)]
 struct State {
-    queue: VecDeque<Outgoing>,
+    queue: VecDeque<Queued>,
     /// Bytes queued plus bytes handed to the writer and not yet released.
     pending: usize,
-    status: Status,
 }
 
 #[derive(Debug)]
 pub struct Outbox {
     state: Mutex<State>,
+    /// Only ever moves forward, from open to closing to aborted. Written
+    /// under the lock, read without it.
+    status: AtomicU8,
+    /// Wakes the writer: something was queued, or the status changed.
     wake: Notify,
+    /// Wakes everyone waiting in [`Outbox::ended`] or [`Outbox::aborted`].
+    changed: Notify,
     limit: usize,
-    /// Cancelled when the outbox closes or aborts: the reader stops.
-    ended: CancellationToken,
-    /// Cancelled only on abort: the writer gives up even mid-write.
-    aborted: CancellationToken,
 }
 
 impl Outbox {
@@ -97,12 +153,11 @@ impl Outbox {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 pending: 0,
-                status: Status::Open,
             }),
+            status: AtomicU8::new(Status::Open as u8),
             wake: Notify::new(),
+            changed: Notify::new(),
             limit,
-            ended: CancellationToken::new(),
-            aborted: CancellationToken::new(),
         })
     }
 
@@ -112,23 +167,37 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn status(&self) -> Status {
+        match self.status.load(Ordering::Acquire) {
+            0 => Status::Open,
+            1 => Status::Closing,
+            _ => Status::Aborted,
+        }
+    }
+
+    /// Moves the status forward to `to` (never back); call with the lock
+    /// held. Returns whether it changed.
+    fn advance(&self, to: Status) -> bool {
+        self.status.fetch_max(to as u8, Ordering::AcqRel) < to as u8
+    }
+
     /// Queues an item without ever waiting.
     pub fn push(&self, item: Outgoing) -> Push {
         let mut st = self.lock();
-        if st.status != Status::Open {
+        if self.status() != Status::Open {
             return Push::Closed;
         }
         let cost = item.cost();
         if st.pending + cost > self.limit {
-            st.status = Status::Aborted;
+            self.advance(Status::Aborted);
             st.queue = VecDeque::new();
             drop(st);
-            self.fire_abort();
+            self.announce();
             return Push::Overflow;
         }
         st.pending += cost;
         let was_empty = st.queue.is_empty();
-        st.queue.push_back(item);
+        st.queue.push_back(item.into());
         drop(st);
         if was_empty {
             self.wake.notify_one();
@@ -139,48 +208,49 @@ impl Outbox {
     /// Graceful close: what is queued is still written, then the writer
     /// shuts the connection down.
     pub fn close(&self) {
-        let mut st = self.lock();
-        if st.status == Status::Open {
-            st.status = Status::Closing;
-        }
+        let st = self.lock();
+        let changed = self.advance(Status::Closing);
         drop(st);
-        self.ended.cancel();
-        self.wake.notify_one();
+        if changed {
+            self.announce();
+        }
     }
 
     /// Immediate close: drops everything queued.
     pub fn abort(&self) {
         let mut st = self.lock();
-        st.status = Status::Aborted;
+        let changed = self.advance(Status::Aborted);
         st.queue = VecDeque::new();
         drop(st);
-        self.fire_abort();
+        if changed {
+            self.announce();
+        }
     }
 
-    fn fire_abort(&self) {
-        self.aborted.cancel();
-        self.ended.cancel();
+    fn announce(&self) {
+        self.changed.notify_waiters();
         self.wake.notify_one();
     }
 
-    /// Moves everything queued into `batch`, waiting until there is
-    /// something to do. Single consumer: the connection's writer.
-    pub async fn drain(&self, batch: &mut Vec<Outgoing>) -> Drain {
+    /// Moves everything queued into `batch` (whose old contents and storage
+    /// are dropped), waiting until there is something to do. Single
+    /// consumer: the connection's writer.
+    ///
+    /// The queue's storage moves with its items, and neither side keeps
+    /// storage while waiting: an idle member holds no queue at all.
+    pub async fn take(&self, batch: &mut VecDeque<Queued>) -> Drain {
+        *batch = VecDeque::new();
         loop {
             {
                 let mut st = self.lock();
-                match st.status {
+                match self.status() {
                     Status::Aborted => return Drain::Abort,
                     Status::Closing => {
-                        batch.extend(st.queue.drain(..));
+                        std::mem::swap(&mut st.queue, batch);
                         return Drain::Finish;
                     }
                     Status::Open if !st.queue.is_empty() => {
-                        batch.extend(st.queue.drain(..));
-                        if st.queue.capacity() > 64 {
-                            // Don't keep a burst-sized queue on an idle member.
-                            st.queue.shrink_to(64);
-                        }
+                        std::mem::swap(&mut st.queue, batch);
                         return Drain::More;
                     }
                     Status::Open => {}
@@ -190,29 +260,58 @@ impl Outbox {
         }
     }
 
+    /// Moves everything queued to the end of `batch`; for tests, which look
+    /// at what a member was sent.
+    #[cfg(test)]
+    pub async fn drain(&self, batch: &mut Vec<Outgoing>) -> Drain {
+        let mut taken = VecDeque::new();
+        let drain = self.take(&mut taken).await;
+        batch.extend(taken.into_iter().map(Outgoing::from));
+        drain
+    }
+
     /// The writer reports `bytes` of cost written, freeing room in the queue.
     pub fn release(&self, cost: usize) {
         let mut st = self.lock();
         st.pending = st.pending.saturating_sub(cost);
     }
 
+    /// Waits until the status is at least `at`.
+    async fn reached(&self, at: Status) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a change in between wakes it.
+            notified.as_mut().enable();
+            if self.status() >= at {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Resolves once the outbox is closing or aborted.
     pub async fn ended(&self) {
-        self.ended.cancelled().await
+        self.reached(Status::Closing).await
     }
 
     /// Resolves once the outbox is aborted.
     pub async fn aborted(&self) {
-        self.aborted.cancelled().await
+        self.reached(Status::Aborted).await
     }
 
     pub fn is_aborted(&self) -> bool {
-        self.aborted.is_cancelled()
+        self.status() == Status::Aborted
     }
 
     /// Bytes held for this member now (queued or being written).
     pub fn pending(&self) -> usize {
         self.lock().pending
+    }
+
+    /// Queue entries allocated now, used or not.
+    pub fn queue_capacity(&self) -> usize {
+        self.lock().queue.capacity()
     }
 }
 
@@ -271,6 +370,58 @@ mod tests {
         let mut batch = Vec::new();
         assert_eq!(ob.drain(&mut batch).await, Drain::Finish);
         assert_eq!(batch.len(), 1);
+        ob.ended().await;
+    }
+
+    #[tokio::test]
+    async fn a_burst_queue_leaves_with_the_burst() {
+        let ob = Outbox::new(1 << 20);
+        for _ in 0..1000 {
+            ob.push(raw(1));
+        }
+        let mut batch = VecDeque::new();
+        assert_eq!(ob.take(&mut batch).await, Drain::More);
+        assert_eq!(batch.len(), 1000);
+        // The burst's storage went to the writer; the member keeps none.
+        assert_eq!(ob.queue_capacity(), 0);
+        batch.clear();
+        ob.release(1000);
+        ob.push(raw(1));
+        assert_eq!(ob.take(&mut batch).await, Drain::More);
+        // The writer's emptied burst-sized queue was not kept either.
+        assert_eq!(ob.queue_capacity(), 0);
+        assert!(batch.capacity() < 1000);
+    }
+
+    #[test]
+    fn queue_entries_are_one_pointer() {
+        assert_eq!(std::mem::size_of::<Queued>(), 16);
+    }
+
+    #[tokio::test]
+    async fn ending_wakes_every_waiter() {
+        let ob = Outbox::new(100);
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let ob = ob.clone();
+                tokio::spawn(async move { ob.ended().await })
+            })
+            .collect();
+        let aborted = {
+            let ob = ob.clone();
+            tokio::spawn(async move { ob.aborted().await })
+        };
+        tokio::task::yield_now().await;
+        ob.close();
+        for w in waiters {
+            w.await.unwrap();
+        }
+        // Closing is not aborting.
+        tokio::task::yield_now().await;
+        assert!(!aborted.is_finished());
+        ob.abort();
+        aborted.await.unwrap();
+        // Once ended, it stays ended.
         ob.ended().await;
     }
 

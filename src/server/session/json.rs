@@ -15,6 +15,7 @@ use tokio::io::AsyncWrite;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+use super::writer::Encoding;
 use super::{io_reason, refuse, register, Flow, Frames};
 use crate::config::ServerConfig;
 use crate::event::{Format, LeaveReason};
@@ -184,18 +185,19 @@ pub(super) async fn serve<W>(
             message: e.to_string(),
         })
     };
-    let Some(member) = register(
+    let member = match register(
         writer,
         &hub,
         &config,
-        Format::Json,
-        wire::render,
+        Encoding {
+            format: Format::Json,
+            encode: wire::render,
+        },
         welcome,
         refusal,
-    )
-    .await
-    else {
-        return;
+    ) {
+        Ok(member) => member,
+        Err(refused) => return Box::pin(refused.send()).await,
     };
     info!(%peer, nick = %member.nick, proto = "json", "connected");
     let write_task = member.writer;

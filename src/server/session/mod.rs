@@ -6,39 +6,36 @@
 //! hello. The detector waits briefly for that line before greeting, so a
 //! program never sees text-mode output and a person with `nc` is greeted a
 //! moment later at most. The protocol-specific halves live in [`text`] and
-//! [`json`]; the writer here serves both.
+//! [`json`]; the [`writer`] serves both, and [`lines`] frames the input.
 
 mod json;
+pub mod lines;
 mod text;
+pub mod writer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::task::JoinHandle;
-use tokio_util::codec::FramedRead;
 
 use crate::config::ServerConfig;
-use crate::event::{Event, Format};
 use crate::names::Nick;
 use crate::proto::json as wire;
 use crate::proto::line::{Frame, LineCodec};
 use crate::server::hub::{Hub, HubError, MemberId};
-use crate::server::outbox::{Drain, Outbox, Outgoing};
+use crate::server::outbox::{Outbox, Outgoing};
+use lines::LineReader;
+use writer::{write_loop, Encoding};
 
-/// Read buffer a connection starts with; it grows only while lines are long.
-const INITIAL_READ_BUFFER: usize = 4096;
-/// A write buffer larger than this is freed after use, so a burst does not
-/// leave an idle connection holding its peak size.
-const KEEP_WRITE_BUFFER: usize = 16 * 1024;
 /// How long to wait for a JSON hello before greeting in text mode.
 pub const DETECT_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// A connection's framed input, boxed so both protocols share one type.
-type Frames = FramedRead<ReadHalf<Box<dyn Stream>>, LineCodec>;
+type Frames = LineReader<ReadHalf<Box<dyn Stream>>>;
 
 /// Whether a session goes on after handling a line.
 enum Flow {
@@ -58,25 +55,37 @@ pub fn json_frame_limit(max_line: usize) -> usize {
 
 /// Runs a session on `stream` until the client leaves, is dropped, or the
 /// server shuts down.
-pub async fn run<S>(stream: S, peer: SocketAddr, hub: Arc<Hub>, config: Arc<ServerConfig>)
-where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let boxed: Box<dyn Stream> = Box::new(stream);
-    let (reader, writer) = tokio::io::split(boxed);
-    let codec = LineCodec::new(json_frame_limit(config.max_line));
-    let mut frames = FramedRead::with_capacity(reader, codec, INITIAL_READ_BUFFER);
-    let first = match tokio::time::timeout(DETECT_TIMEOUT, frames.next()).await {
-        Err(_) => None,
-        Ok(Some(Ok(frame))) => Some(frame),
-        // Gone or broken before saying anything.
-        Ok(Some(Err(_)) | None) => return,
-    };
-    match first {
-        Some(Frame::Line(line)) if wire::is_hello(&line) => {
-            json::serve(frames, line, writer, peer, hub, config).await
+///
+/// Each phase (detection, then the protocol's session) is boxed, so that
+/// the connection's task stays the size of the phase it is in: an idle
+/// member's task is not sized for the detector's timer or for the session
+/// of the other protocol.
+// An `async move` block rather than an `async fn`, which would keep second
+// copies of the arguments in the task for the connection's whole life.
+#[allow(clippy::manual_async_fn)]
+pub fn run(
+    stream: Box<dyn Stream>,
+    peer: SocketAddr,
+    hub: Arc<Hub>,
+    config: Arc<ServerConfig>,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let (reader, writer) = tokio::io::split(stream);
+        let codec = LineCodec::new(json_frame_limit(config.max_line));
+        let mut frames = LineReader::new(reader, codec);
+        let first = Box::pin(tokio::time::timeout(DETECT_TIMEOUT, frames.next())).await;
+        let first = match first {
+            Err(_) => None,
+            Ok(Some(Ok(frame))) => Some(frame),
+            // Gone or broken before saying anything.
+            Ok(Some(Err(_)) | None) => return,
+        };
+        match first {
+            Some(Frame::Line(line)) if wire::is_hello(&line) => {
+                Box::pin(json::serve(frames, line, writer, peer, hub, config)).await
+            }
+            first => text::serve(frames, first, writer, peer, hub, config).await,
         }
-        first => text::serve(frames, first, writer, peer, hub, config).await,
     }
 }
 
@@ -89,17 +98,16 @@ struct Registered {
 }
 
 /// Registers the connection with the hub (the hub queues `greet` first) and
-/// starts its writer in `format`. If the hub refuses, the client is sent
-/// `refusal` of the error and `None` is returned.
-async fn register<W>(
-    mut writer: W,
+/// starts its writer with `encoding`. If the hub refuses, what to tell the
+/// client is returned instead: send it with [`Refused::send`].
+fn register<W>(
+    writer: W,
     hub: &Hub,
     config: &ServerConfig,
-    format: Format,
-    encode: fn(&Event) -> Bytes,
+    encoding: Encoding,
     greet: impl FnOnce(&Nick) -> Outgoing,
     refusal: impl FnOnce(&HubError) -> Bytes,
-) -> Option<Registered>
+) -> Result<Registered, Refused<W>>
 where
     W: AsyncWrite + Send + Unpin + 'static,
 {
@@ -109,21 +117,34 @@ where
             let writer = tokio::spawn(write_loop(
                 writer,
                 outbox.clone(),
-                format,
-                encode,
+                encoding,
                 config.close_timeout(),
             ));
-            Some(Registered {
+            Ok(Registered {
                 id,
                 nick,
                 outbox,
                 writer,
             })
         }
-        Err(e) => {
-            refuse(&mut writer, &refusal(&e), config.close_timeout()).await;
-            None
-        }
+        Err(e) => Err(Refused {
+            writer,
+            line: refusal(&e),
+            within: config.close_timeout(),
+        }),
+    }
+}
+
+/// A client that cannot be admitted, and the last line it is to be sent.
+struct Refused<W> {
+    writer: W,
+    line: Bytes,
+    within: Duration,
+}
+
+impl<W: AsyncWrite + Unpin> Refused<W> {
+    async fn send(mut self) {
+        refuse(&mut self.writer, &self.line, self.within).await;
     }
 }
 
@@ -145,86 +166,28 @@ pub(crate) fn io_reason(e: &std::io::Error) -> &'static str {
     }
 }
 
-/// Drains an outbox onto a socket: each batch is copied into one buffer and
-/// written with one call, so a busy member costs one syscall per batch, not
-/// per message. Ends when the outbox is aborted (at once) or closed (after a
-/// flush bounded by `close_timeout`).
-pub async fn write_loop<W>(
-    mut writer: W,
-    outbox: Arc<Outbox>,
-    format: Format,
-    encode: fn(&Event) -> Bytes,
-    close_timeout: Duration,
-) where
-    W: AsyncWrite + Unpin,
-{
-    let mut batch = Vec::new();
-    let mut buf = BytesMut::new();
-    loop {
-        let drain = outbox.drain(&mut batch).await;
-        if drain == Drain::Abort {
-            return;
-        }
-        let mut cost = 0;
-        for item in batch.drain(..) {
-            cost += item.cost();
-            buf.extend_from_slice(&item.bytes(format, encode));
-        }
-        let written = match drain {
-            Drain::More => {
-                // A write may block on a client that stopped reading. If the
-                // session closes meanwhile (quit, ping timeout, shutdown),
-                // the write gets `close_timeout` more, then the connection
-                // is dropped: nothing waits on a dead reader for ever.
-                let write = write_all(&mut writer, &buf);
-                tokio::pin!(write);
-                let mut give_up: Option<tokio::time::Instant> = None;
-                loop {
-                    tokio::select! {
-                        r = &mut write => break r,
-                        _ = outbox.aborted() => return,
-                        _ = outbox.ended(), if give_up.is_none() => {
-                            give_up = Some(tokio::time::Instant::now() + close_timeout);
-                        }
-                        _ = sleep_until_opt(give_up) => return,
-                    }
-                }
-            }
-            _ => {
-                let _ = tokio::time::timeout(close_timeout, async {
-                    write_all(&mut writer, &buf).await?;
-                    writer.shutdown().await
-                })
-                .await;
-                return;
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every connection keeps a session task and a writer task for its
+    /// whole life, each sized for its largest state: the large states
+    /// (detection, TLS handshake, a batch being written) are boxed so they
+    /// cost heap only while they last. A regression here costs memory on
+    /// every idle connection.
+    #[tokio::test]
+    async fn connection_tasks_stay_small() {
+        let hub = Arc::new(Hub::default());
+        let config = Arc::new(ServerConfig::default());
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let session = run(Box::new(tokio::io::empty()), peer, hub, config);
+        assert!(std::mem::size_of_val(&session) <= 512);
+        let (_, w) = tokio::io::split(Box::new(tokio::io::empty()) as Box<dyn Stream>);
+        let encoding = Encoding {
+            format: crate::event::Format::Text,
+            encode: crate::proto::text::render,
         };
-        outbox.release(cost);
-        if buf.capacity() > KEEP_WRITE_BUFFER {
-            buf = BytesMut::new();
-        } else {
-            buf.clear();
-        }
-        if written.is_err() {
-            // The reader sees the outbox end and reports the member gone.
-            outbox.abort();
-            return;
-        }
+        let writer = write_loop(w, Outbox::new(100), encoding, Duration::from_secs(1));
+        assert!(std::mem::size_of_val(&writer) <= 256);
     }
-}
-
-/// Sleeps until `at`, or for ever when there is no deadline.
-async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn write_all<W: AsyncWrite + Unpin>(writer: &mut W, buf: &[u8]) -> std::io::Result<()> {
-    if buf.is_empty() {
-        return Ok(());
-    }
-    writer.write_all(buf).await?;
-    writer.flush().await
 }

@@ -9,12 +9,17 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::future::Future;
+
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::StreamExt;
-use tokio::io::AsyncWrite;
+use tokio::io::WriteHalf;
+use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
-use super::{io_reason, register, Flow, Frames};
+use super::writer::Encoding;
+use super::{io_reason, register, Frames, Stream};
 use crate::config::ServerConfig;
 use crate::event::{Event, Format, LeaveReason};
 use crate::names::{key_of, RoomName};
@@ -22,40 +27,37 @@ use crate::proto::json;
 use crate::proto::line::Frame;
 use crate::proto::sanitize;
 use crate::proto::text::{self, Command, Input};
-use crate::server::hub::{Hub, HubError, Joined, MemberId};
+use crate::server::hub::{ChatLine, Hub, HubError, Joined, MemberId};
 use crate::server::outbox::{Outbox, Outgoing};
 
-/// Runs a text session after protocol detection. `first` is a frame the
-/// detector already read, handled before anything else from the client.
-pub(super) async fn serve<W>(
+/// Starts a text session after protocol detection: registers the member
+/// and returns the session to run. `first` is a frame the detector already
+/// read, handled before anything else from the client.
+///
+/// Registration is synchronous and the returned future holds only the
+/// session itself, so an idle member's task is no larger than its state.
+pub(super) fn serve(
     mut frames: Frames,
     first: Option<Frame>,
-    writer: W,
+    writer: WriteHalf<Box<dyn Stream>>,
     peer: SocketAddr,
     hub: Arc<Hub>,
     config: Arc<ServerConfig>,
-) where
-    W: AsyncWrite + Send + Unpin + 'static,
-{
-    frames.decoder_mut().set_max_line(config.max_line);
+) -> BoxFuture<'static, ()> {
+    frames.codec_mut().set_max_line(config.max_line);
     let welcome = |nick: &crate::names::Nick| {
         Outgoing::Raw(text::notice(&format!(
             "welcome to rchat, {nick}! type /help for commands"
         )))
     };
     let refusal = |e: &HubError| text::error(&e.to_string());
-    let Some(member) = register(
-        writer,
-        &hub,
-        &config,
-        Format::Text,
-        text::render,
-        welcome,
-        refusal,
-    )
-    .await
-    else {
-        return;
+    let encoding = Encoding {
+        format: Format::Text,
+        encode: text::render,
+    };
+    let member = match register(writer, &hub, &config, encoding, welcome, refusal) {
+        Ok(member) => member,
+        Err(refused) => return Box::pin(refused.send()),
     };
     info!(%peer, nick = %member.nick, "connected");
     let mut session = TextSession {
@@ -63,12 +65,12 @@ pub(super) async fn serve<W>(
         hub,
         outbox: member.outbox,
         room: None,
+        chat: Vec::new(),
+        frames,
+        max_line: config.max_line,
     };
     session.join(RoomName::lobby().as_str());
-    session.read_loop(frames, first, config.max_line).await;
-    // The writer ends on its own once the outbox is closed or aborted.
-    let _ = member.writer.await;
-    debug!(%peer, "connection closed");
+    Box::pin(session.run(first, member.writer, peer))
 }
 
 struct TextSession {
@@ -77,68 +79,106 @@ struct TextSession {
     outbox: Arc<Outbox>,
     /// The room chat lines go to; text mode has at most one.
     room: Option<RoomName>,
+    /// Chat lines of the current read, not yet posted.
+    chat: Vec<ChatLine>,
+    frames: Frames,
+    max_line: usize,
+}
+
+/// What to do after a frame.
+enum Step {
+    Continue,
+    Quit,
+    /// Show the history (which waits for the store), then go on.
+    History(usize),
 }
 
 impl TextSession {
-    async fn read_loop(&mut self, mut frames: Frames, mut first: Option<Frame>, max_line: usize) {
-        let outbox = self.outbox.clone();
-        loop {
-            if let Some(frame) = first.take() {
-                if let Flow::Quit = self.frame(frame, max_line).await {
-                    return;
-                }
-                continue;
-            }
-            let frame = tokio::select! {
-                frame = frames.next() => frame,
-                // Closed by the hub (shutdown, eviction) or a failed write.
-                _ = outbox.ended() => {
-                    self.leave(LeaveReason::Dropped("connection lost".into()));
-                    return;
-                }
-            };
-            match frame {
-                None => {
-                    self.leave(LeaveReason::Dropped("connection closed".into()));
-                    return;
-                }
-                Some(Err(e)) => {
-                    self.leave(LeaveReason::Dropped(io_reason(&e).into()));
-                    return;
-                }
-                Some(Ok(frame)) => {
-                    if let Flow::Quit = self.frame(frame, max_line).await {
-                        return;
+    /// Reads and handles the client's lines until it leaves or the hub lets
+    /// it go, then waits for its writer to finish.
+    ///
+    /// All the frames one read brought are handled before the next read;
+    /// the chat lines among them go to the room together, one batch per run
+    /// of lines between commands, so a client that sends quickly costs each
+    /// listener one write per read rather than one per line.
+    // An `async move` block rather than an `async fn`, which would keep a
+    // second copy of `self` in the task for its whole life.
+    #[allow(clippy::manual_async_fn)]
+    fn run(
+        mut self,
+        first: Option<Frame>,
+        writer: JoinHandle<()>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            let outbox = self.outbox.clone();
+            let mut next = first;
+            'session: loop {
+                while let Some(frame) = next.take() {
+                    match self.frame(frame) {
+                        Step::Continue => {}
+                        Step::Quit => break 'session,
+                        // Boxed: rare, and its state would size every task.
+                        Step::History(n) => Box::pin(self.history(n)).await,
                     }
+                    next = self.frames.next_buffered();
+                }
+                self.flush_chat();
+                let frame = tokio::select! {
+                    frame = self.frames.next() => frame,
+                    // Closed by the hub (shutdown, eviction) or a failed write.
+                    _ = outbox.ended() => {
+                        self.leave(LeaveReason::Dropped("connection lost".into()));
+                        break;
+                    }
+                };
+                match frame {
+                    None => {
+                        self.leave(LeaveReason::Dropped("connection closed".into()));
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        self.leave(LeaveReason::Dropped(io_reason(&e).into()));
+                        break;
+                    }
+                    Some(Ok(frame)) => next = Some(frame),
                 }
             }
+            // The writer ends on its own once the outbox is closed or aborted.
+            let _ = writer.await;
+            debug!(%peer, "connection closed");
         }
     }
 
-    async fn frame(&mut self, frame: Frame, max_line: usize) -> Flow {
+    fn frame(&mut self, frame: Frame) -> Step {
+        let max_line = self.max_line;
         match frame {
             Frame::TooLong => {
+                // Replies come after what the client said before.
+                self.flush_chat();
                 self.error(&format!(
                     "line too long (the limit is {max_line} bytes); it was not sent"
                 ));
-                Flow::Continue
+                Step::Continue
             }
             Frame::Line(bytes) if bytes.len() > max_line => {
                 // Read while detecting the protocol, under the larger limit.
+                self.flush_chat();
                 self.error(&format!(
                     "line too long (the limit is {max_line} bytes); it was not sent"
                 ));
-                Flow::Continue
+                Step::Continue
             }
             Frame::Line(bytes) if json::is_hello(&bytes) => {
+                self.flush_chat();
                 self.error("a JSON hello must be the first line, sent as soon as you connect");
-                Flow::Continue
+                Step::Continue
             }
-            Frame::Line(bytes) => self.handle(&bytes).await,
+            Frame::Line(bytes) => self.handle(&bytes),
         }
     }
 
-    async fn handle(&mut self, bytes: &Bytes) -> Flow {
+    fn handle(&mut self, bytes: &Bytes) -> Step {
         // Invalid UTF-8 is replaced with U+FFFD rather than rejected: the
         // rest of the line still gets through.
         let decoded = String::from_utf8_lossy(bytes);
@@ -146,10 +186,16 @@ impl TextSession {
         match text::parse(&line) {
             Input::Empty => {}
             Input::Chat(t) => self.say(t, false),
-            Input::Command(Command::History(n)) => self.history(n).await,
-            Input::Command(cmd) => return self.command(cmd),
+            Input::Command(cmd) => {
+                // What was said before a command happens before it.
+                self.flush_chat();
+                match cmd {
+                    Command::History(n) => return Step::History(n),
+                    cmd => return self.command(cmd),
+                }
+            }
         }
-        Flow::Continue
+        Step::Continue
     }
 
     /// Shows the room's last `n` messages. The store is read on a blocking
@@ -178,7 +224,7 @@ impl TextSession {
         }
     }
 
-    fn command(&mut self, cmd: Command<'_>) -> Flow {
+    fn command(&mut self, cmd: Command<'_>) -> Step {
         match cmd {
             Command::Nick(name) => {
                 // Success is announced by the hub's rename event.
@@ -226,23 +272,41 @@ impl TextSession {
             Command::Quit(reason) => {
                 self.notice("goodbye");
                 self.leave(LeaveReason::Quit(reason.map(Into::into)));
-                return Flow::Quit;
+                return Step::Quit;
             }
             Command::Usage(usage) => self.error(&format!("usage: {usage}")),
             Command::Unknown(name) => {
                 self.error(&format!("unknown command /{name}; /help lists commands"))
             }
         }
-        Flow::Continue
+        Step::Continue
     }
 
+    /// Queues a chat line for the room; [`TextSession::flush_chat`] posts it.
     fn say(&mut self, text: &str, action: bool) {
+        self.chat.push(ChatLine {
+            text: text.into(),
+            action,
+        });
+    }
+
+    /// Posts the chat lines queued by [`TextSession::say`], in one batch.
+    fn flush_chat(&mut self) {
+        if self.chat.is_empty() {
+            return;
+        }
+        let lines = std::mem::take(&mut self.chat);
         let Some(room) = &self.room else {
-            self.error("you are not in a room; /join ROOM");
+            for _ in &lines {
+                self.error("you are not in a room; /join ROOM");
+            }
             return;
         };
-        if let Err(e) = self.hub.say(self.id, room.as_str(), text, action) {
-            self.error(&e.to_string());
+        if let Err(e) = self.hub.say_many(self.id, room.as_str(), &lines) {
+            let e = e.to_string();
+            for _ in &lines {
+                self.error(&e);
+            }
         }
     }
 
@@ -282,5 +346,35 @@ impl TextSession {
 
     fn error(&self, text: &str) {
         self.outbox.push(Outgoing::Raw(text::error(text)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::line::LineCodec;
+    use crate::server::session::lines::LineReader;
+
+    /// The session's future is what an idle text member keeps for its
+    /// whole life; its rare large states (a history read) are boxed.
+    #[tokio::test]
+    async fn an_idle_session_is_small() {
+        let hub = Arc::new(Hub::default());
+        let outbox = Outbox::new(1024);
+        let (id, _) = hub
+            .connect(outbox.clone(), |_| Outgoing::Raw(Bytes::new()))
+            .unwrap();
+        let (reader, _) = tokio::io::split(Box::new(tokio::io::empty()) as Box<dyn Stream>);
+        let session = TextSession {
+            id,
+            hub,
+            outbox,
+            room: None,
+            chat: Vec::new(),
+            frames: LineReader::new(reader, LineCodec::new(64)),
+            max_line: 64,
+        };
+        let run = session.run(None, tokio::spawn(async {}), "127.0.0.1:1".parse().unwrap());
+        assert!(std::mem::size_of_val(&run) <= 512);
     }
 }
