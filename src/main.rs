@@ -85,13 +85,34 @@ struct BenchArgs {
     /// Do not verify the server's certificate at all. Implies --tls.
     #[arg(long)]
     insecure: bool,
+    /// Also connect N slow clients, not measured: they join before the
+    /// start and then never read (see --slow-rate), so that the server has
+    /// to disconnect them. Reports when it did.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    slow: usize,
+    /// Bytes per second each --slow client reads, instead of none.
+    #[arg(long, value_name = "BYTES")]
+    slow_rate: Option<u64>,
+    /// Also a wave of N clients, not measured, that join at once during the
+    /// measured window, stay (--churn-hold), then all quit at once. Reports
+    /// the measured latency during the joins and the leaves apart.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    churn: usize,
+    /// Seconds into the measured window when the churn wave starts
+    /// connecting. [default: a quarter of --duration]
+    #[arg(long, value_name = "SECS")]
+    churn_at: Option<f64>,
+    /// Seconds the churn wave stays once all of it is in the room.
+    /// [default: a quarter of --duration]
+    #[arg(long, value_name = "SECS")]
+    churn_hold: Option<f64>,
     /// Instead of sending: hold this many idle connections and report the
     /// server's memory per connection (needs --server-pid).
     #[arg(
         long,
         value_name = "C",
         requires = "server_pid",
-        conflicts_with_all = ["sweep", "plot"]
+        conflicts_with_all = ["sweep", "plot", "slow", "slow_rate", "churn", "churn_at", "churn_hold"]
     )]
     idle: Option<usize>,
     /// Run once per client count, e.g. `clients=10,100,1000`; a row each.
@@ -381,7 +402,18 @@ fn bench(args: BenchArgs) -> anyhow::Result<u8> {
     config.duration = secs(args.duration, "duration")?;
     config.warmup = secs(args.warmup, "warmup")?;
     config.connect_timeout = connect_timeout;
+    config.slow = args.slow;
+    config.slow_rate = args.slow_rate;
+    config.churn = args.churn;
+    config.churn_at = args.churn_at.map(|s| secs(s, "churn-at")).transpose()?;
+    config.churn_hold = args.churn_hold.map(|s| secs(s, "churn-hold")).transpose()?;
     config.quiet = args.quiet;
+    if config.slow_rate.is_some() && config.slow == 0 {
+        anyhow::bail!("--slow-rate needs --slow");
+    }
+    if (config.churn_at.is_some() || config.churn_hold.is_some()) && config.churn == 0 {
+        anyhow::bail!("--churn-at and --churn-hold need --churn");
+    }
 
     let (reports, failure) = match &args.sweep {
         None => {

@@ -195,6 +195,17 @@ async fn bad_settings_and_unreachable_servers_are_errors() {
             duration: Duration::ZERO,
             ..config(addr)
         },
+        BenchConfig {
+            slow: 1,
+            slow_rate: Some(0),
+            ..config(addr)
+        },
+        BenchConfig {
+            churn: 5,
+            churn_at: Some(Duration::from_secs(10)),
+            duration: Duration::from_secs(10),
+            ..config(addr)
+        },
     ] {
         assert!(matches!(run(&cfg).await, Err(BenchError::Config(_))));
     }
@@ -223,6 +234,245 @@ fn rate_parses_max_and_positive_numbers() {
         assert!(bad.parse::<Rate>().is_err(), "{bad}");
     }
     assert_eq!(Rate::Max.to_string(), "max");
+}
+
+// ---- slow receivers and churn waves ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_clients_are_evicted_while_the_measured_lose_nothing() {
+    // Long lines, 2 MB/s to every client: the slow clients' queues
+    // overflow within about 2.5 s, once the server's kernel has buffered
+    // all it will (up to 4 MiB here), while a measured client has the
+    // default 1 MiB queue to fall half a second behind without eviction
+    // when the machine is busy.
+    let srv = TestServer::with(ServerConfig {
+        max_line: 4096,
+        ..ServerConfig::default()
+    })
+    .await;
+    let base = BenchConfig {
+        clients: 5,
+        senders: 2,
+        window: 0,
+        rate: Rate::PerSecond(1000.0),
+        size: 2000,
+        duration: Duration::from_secs(4),
+        slow: 2,
+        ..config(srv.addr)
+    };
+    for slow_rate in [None, Some(1000)] {
+        let cfg = BenchConfig {
+            slow_rate,
+            ..base.clone()
+        };
+        let r = run(&cfg).await.expect("bench runs");
+        println!("{}", r.table());
+        assert_clean(&r);
+        assert!(r.deliveries > 0, "{}", r.table());
+        assert_eq!(r.unparsed_lines, 0, "{}", r.table());
+        let slow = r.slow.as_ref().expect("slow figures");
+        assert_eq!(slow.clients, 2);
+        assert_eq!(slow.read_rate, slow_rate);
+        assert_eq!(slow.evicted, 2, "{}", r.table());
+        assert_eq!(slow.evicted_at_secs.len(), 2);
+        for &at in &slow.evicted_at_secs {
+            assert!(at > 0.0 && at < 4.0, "evicted at {at} s\n{}", r.table());
+        }
+        assert_eq!(slow.bytes_read > 0, slow_rate.is_some(), "{}", r.table());
+        // Every measured client read both evictions, and nothing else.
+        assert_eq!(r.notices.disconnected, 2 * 5, "{}", r.table());
+        assert_eq!((r.notices.joined, r.notices.left), (0, 0));
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        let series = r.latency_series.as_ref().expect("series");
+        assert_eq!(series.points.len(), 40);
+        assert_eq!(
+            series.points.iter().map(|p| p.samples).sum::<u64>(),
+            r.latency.samples
+        );
+        assert_eq!(series.p99_per_second_ms.len(), 4);
+        assert!(r.table().contains("2 disconnected by the server"));
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["slow"]["evicted"], 2);
+        assert_eq!(json["settings"]["slow"], 2);
+        srv.wait_members(0).await;
+    }
+    srv.stop().await;
+}
+
+/// Samples the hub's member count every few milliseconds until dropped,
+/// keeping the highest.
+struct PeakMembers {
+    peak: Arc<std::sync::atomic::AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl PeakMembers {
+    fn watch(srv: &TestServer) -> PeakMembers {
+        let hub = srv.hub.clone();
+        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = peak.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                seen.fetch_max(hub.member_count(), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+        PeakMembers { peak, task }
+    }
+
+    fn stop(self) -> usize {
+        self.task.abort();
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_churn_wave_joins_and_leaves_without_loss() {
+    let srv = TestServer::start().await;
+    let peak = PeakMembers::watch(&srv);
+    let cfg = BenchConfig {
+        clients: 5,
+        senders: 2,
+        window: 0,
+        rate: Rate::PerSecond(200.0),
+        size: 64,
+        duration: Duration::from_secs(2),
+        churn: 50,
+        churn_at: Some(Duration::from_millis(300)),
+        churn_hold: Some(Duration::from_millis(400)),
+        ..config(srv.addr)
+    };
+    let r = run(&cfg).await.expect("bench runs");
+    let peak = peak.stop();
+    println!("{}", r.table());
+    assert_clean(&r);
+    assert_eq!(r.unparsed_lines, 0, "{}", r.table());
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    // The whole wave was in the room at once, beside the measured clients.
+    assert_eq!(peak, 5 + 50);
+    let c = r.churn.as_ref().expect("churn figures");
+    assert!(c.started);
+    assert_eq!((c.joined, c.left, c.failed), (50, 50, 0), "{}", r.table());
+    // Every measured client read every join and every quit.
+    assert_eq!(r.notices.joined, 5 * 50, "{}", r.table());
+    assert_eq!(r.notices.left, 5 * 50, "{}", r.table());
+    assert_eq!(r.notices.disconnected, 0, "{}", r.table());
+    // The phases in order, where they were planned.
+    assert!(c.join_from_secs >= 0.3 && c.join_from_secs < 1.0, "{c:?}");
+    assert!(c.join_to_secs > c.join_from_secs, "{c:?}");
+    assert!(c.leave_from_secs - c.join_to_secs >= 0.4, "{c:?}");
+    assert!(c.leave_to_secs > c.leave_from_secs, "{c:?}");
+    // Each measured message is counted in exactly one window.
+    for w in [&c.during_joins, &c.during_leaves, &c.outside] {
+        assert!(w.samples > 0, "{w:?}\n{}", r.table());
+    }
+    assert_eq!(
+        c.during_joins.samples + c.during_leaves.samples + c.outside.samples,
+        r.latency.samples
+    );
+    assert!(r.table().contains("during joins") && r.table().contains("p99 per second"));
+    // Every churn connection was closed.
+    srv.wait_members(0).await;
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_churn_wave_works_against_a_relay_without_greeting() {
+    let (addr, relay) = relay_with(Quirks::default()).await;
+    let cfg = BenchConfig {
+        clients: 4,
+        senders: 2,
+        window: 0,
+        rate: Rate::PerSecond(100.0),
+        size: 64,
+        duration: Duration::from_secs(2),
+        churn: 10,
+        churn_at: Some(Duration::from_millis(200)),
+        churn_hold: Some(Duration::from_millis(300)),
+        ..config(addr)
+    };
+    let r = run(&cfg).await.expect("bench runs");
+    println!("{}", r.table());
+    assert_clean(&r);
+    assert_eq!(r.unparsed_lines, 0, "{}", r.table());
+    let c = r.churn.as_ref().expect("churn figures");
+    assert_eq!((c.joined, c.left, c.failed), (10, 10, 0), "{}", r.table());
+    // ncat's announcements: one connect and one disconnect per churn
+    // client, to each measured client.
+    assert_eq!(r.notices.joined, 4 * 10, "{}", r.table());
+    assert_eq!(r.notices.disconnected, 4 * 10, "{}", r.table());
+    relay.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_slow_and_churn_print_their_rows_and_json() {
+    let srv = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("run.json");
+    let addr = srv.addr.to_string();
+    let base = [
+        "bench",
+        &addr,
+        "--clients",
+        "3",
+        "--senders",
+        "all",
+        "--rate",
+        "100",
+        "--window",
+        "0",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--quiet",
+    ];
+    let extra = [
+        "--slow",
+        "1",
+        "--slow-rate",
+        "100000",
+        "--churn",
+        "5",
+        "--churn-at",
+        "0.2",
+        "--churn-hold",
+        "0.2",
+        "--out",
+        json.to_str().unwrap(),
+    ];
+    let out = bench_cli(&[&base[..], &extra[..]].concat(), dir.path()).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in [
+        "slow clients    1 (reading 97.7 KiB/s",
+        "churn           5 clients: joined from 0.2",
+        "  during joins",
+        "p99 per second",
+        "notices         15 joined, 15 left, 0 disconnected",
+    ] {
+        assert!(stdout.contains(row), "no {row:?} in\n{stdout}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["churn"]["left"], 5);
+    assert_eq!(report["slow"]["read_rate"], 100000);
+    assert_eq!(report["loss"], 0);
+    assert!(report["latency_series"]["points"].is_array());
+
+    // The wave's settings need the wave.
+    let out = bench_cli(
+        &[&base[..], &["--churn-at", "0.2"][..]].concat(),
+        dir.path(),
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("need --churn"));
+    srv.stop().await;
 }
 
 // ---- robustness against servers that do not greet ----

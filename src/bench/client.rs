@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::conn::{ConnectFailure, Connector, Reader, Writer};
 use super::frame::{Arrival, Frame, Framer, OrderTracker};
+use super::notice::{self, Notice};
 use super::shared::{Shared, Timeline, GREET_RCHAT, GREET_SILENT, GREET_UNKNOWN};
 use super::token::{self, Parsed};
 use super::BenchError;
@@ -102,8 +103,13 @@ pub(crate) struct RecvStats {
     pub(crate) deliveries: u64,
     pub(crate) duplicates: u64,
     pub(crate) order_violations: u64,
-    /// Lines received after the start that carried no valid token.
+    /// Lines received after the start that carried no valid token and were
+    /// no membership notice.
     pub(crate) unparsed_lines: u64,
+    /// Membership notices received after the start (see `notice`).
+    pub(crate) joins_seen: u64,
+    pub(crate) leaves_seen: u64,
+    pub(crate) disconnects_seen: u64,
     /// Of those, lines with the token marker but no well-formed token.
     pub(crate) malformed_tokens: u64,
     /// Well-formed tokens this run did not send to this client: unknown
@@ -204,8 +210,11 @@ pub(crate) struct Receiver {
     order: OrderTracker,
     buf: Vec<u8>,
     stats: RecvStats,
-    /// Latency samples (ns) of the current read, recorded in one go.
-    samples: Vec<u64>,
+    /// `(sent_ns, latency_ns)` of the current read's deliveries, recorded
+    /// in one go.
+    samples: Vec<(u64, u64)>,
+    /// When the measured window opened, once the timeline is known.
+    warm_ns: u64,
     /// First arrivals of the current read, any stamp.
     fresh: u64,
     settle: Settle,
@@ -228,6 +237,7 @@ impl Receiver {
             buf: vec![0; buf_len],
             stats: RecvStats::default(),
             samples: Vec::new(),
+            warm_ns: 0,
             fresh: 0,
             settle: Settle::default(),
             shared,
@@ -284,7 +294,7 @@ impl Receiver {
             let mut settled = false;
             let mut refused = None;
             let settle = &mut self.settle;
-            let clients = self.shared.clients;
+            let joiners = self.shared.joiners;
             self.framer.feed(&self.buf[..n], |frame| {
                 let Frame::Line(line) = frame else { return };
                 if refused.is_some() {
@@ -297,9 +307,9 @@ impl Receiver {
                 } else if line.starts_with(ROOM_CONFIRMATION) {
                     done = true;
                     match room_confirmation(line) {
-                        Some((room, members)) if members < clients => {
+                        Some((room, members)) if members < joiners => {
                             settle.suffix = [&b" joined "[..], room].concat();
-                            settle.left = clients - members;
+                            settle.left = joiners - members;
                         }
                         // Nobody is expected to join after this client (or
                         // the line is not quite rchat's).
@@ -389,6 +399,9 @@ impl Receiver {
             let now_ns = self.shared.now_ns();
             if timeline.is_none() {
                 timeline = self.shared.timeline();
+                if let Some(tl) = timeline {
+                    self.warm_ns = tl.warm_ns;
+                }
             }
             let Some(tl) = timeline else {
                 // Before the start only join notices and roll-call probes
@@ -422,6 +435,7 @@ impl Receiver {
                 shared,
                 idx,
                 settle: _,
+                warm_ns: _,
             } = self;
             framer.feed(&buf[..n], |frame| {
                 on_frame(
@@ -447,7 +461,8 @@ impl Receiver {
                 .fetch_add(self.fresh, Ordering::Relaxed);
             self.fresh = 0;
         }
-        self.shared.record_latencies(self.idx, &self.samples);
+        self.shared
+            .record_latencies(self.idx, &self.samples, self.warm_ns);
         self.samples.clear();
     }
 }
@@ -462,7 +477,7 @@ fn on_frame(
     shared: &Shared,
     order: &mut OrderTracker,
     stats: &mut RecvStats,
-    samples: &mut Vec<u64>,
+    samples: &mut Vec<(u64, u64)>,
     fresh: &mut u64,
 ) {
     let line = match frame {
@@ -480,7 +495,17 @@ fn on_frame(
         // A late roll-call probe (a round that was sent again): ours, not
         // a server line.
         Parsed::NoToken if token::probe_round(line).is_some() => {}
-        Parsed::NoToken => stats.unparsed_lines += 1,
+        // Someone joined or left: the slow clients' evictions and the
+        // churn waves are expected.
+        Parsed::NoToken => match notice::classify(line) {
+            Some(Notice::Joined(_)) => stats.joins_seen += 1,
+            Some(Notice::Left(_)) => stats.leaves_seen += 1,
+            Some(Notice::Disconnected(nick)) => {
+                stats.disconnects_seen += 1;
+                shared.disconnected(nick, now_ns);
+            }
+            None => stats.unparsed_lines += 1,
+        },
         Parsed::Malformed => {
             stats.unparsed_lines += 1;
             stats.malformed_tokens += 1;
@@ -498,7 +523,7 @@ fn on_token(
     shared: &Shared,
     order: &mut OrderTracker,
     stats: &mut RecvStats,
-    samples: &mut Vec<u64>,
+    samples: &mut Vec<(u64, u64)>,
     fresh: &mut u64,
 ) {
     let sender = match usize::try_from(t.sender) {
@@ -525,7 +550,7 @@ fn on_token(
     st.arrived(t.seq, shared.receivers);
     if tl.measured(t.sent_ns) {
         stats.deliveries += 1;
-        samples.push(now_ns.saturating_sub(t.sent_ns));
+        samples.push((t.sent_ns, now_ns.saturating_sub(t.sent_ns)));
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::TcpSocket;
 use tokio_rustls::TlsConnector;
 
 use crate::client::trust;
@@ -70,7 +70,31 @@ impl Connector {
     /// Connects, with TCP_NODELAY (the server under test sets it too, and
     /// latency is what is measured), and finishes the TLS handshake if any.
     pub(crate) async fn connect(&self) -> Result<(Reader, Writer), ConnectFailure> {
-        let stream = TcpStream::connect(self.addr)
+        self.connect_with(None).await
+    }
+
+    /// Like [`Connector::connect`], with the socket's receive buffer fixed
+    /// at `recv_buffer` bytes if given (before connecting, so that the
+    /// kernel's autotuning leaves it alone): a client that reads slowly on
+    /// purpose then holds little in its own kernel, and the server's queue
+    /// for it fills soon.
+    pub(crate) async fn connect_with(
+        &self,
+        recv_buffer: Option<u32>,
+    ) -> Result<(Reader, Writer), ConnectFailure> {
+        let socket = if self.addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(ConnectFailure::Tcp)?;
+        if let Some(bytes) = recv_buffer {
+            socket
+                .set_recv_buffer_size(bytes)
+                .map_err(ConnectFailure::Tcp)?;
+        }
+        let stream = socket
+            .connect(self.addr)
             .await
             .map_err(ConnectFailure::Tcp)?;
         let _ = stream.set_nodelay(true);

@@ -30,30 +30,44 @@
 //! time, and the run starts only once a roll call has reached every client
 //! (see [`fleet`]).
 //!
+//! Besides the measured clients, a run may have two kinds of extra clients
+//! that send nothing and are not counted: slow ones ([`slow`], `--slow`),
+//! which join before the start and then do not read, so that the server
+//! must evict them; and a churn wave ([`churn`], `--churn`) that joins at
+//! once during the measured window, stays, and quits at once. With either,
+//! the latency of the measured messages is also kept by send time
+//! ([`series`]), so that a moment of stalled delivery shows, and the
+//! notices of their joins and leaves are counted apart ([`notice`]).
+//!
 //! Other modes built on the same parts: [`idle`] holds many idle
 //! connections and reports the server's memory per connection; [`sweep`]
 //! repeats a run for several client counts; [`plot`] draws the results.
 //!
 //! A run is bounded in time: `connect_timeout`, then `warmup + duration`,
-//! then at most `grace` for messages still in flight, plus a moment to
-//! collect results. All sockets are closed when [`run`] returns, whether it
-//! succeeds or not. A run that measured nothing says so
-//! ([`Report::measured`], [`Report::warnings`]).
+//! then at most `grace` for messages still in flight (and for the churn
+//! wave to finish), plus a moment to collect results. All sockets are
+//! closed when [`run`] returns, whether it succeeds or not. A run that
+//! measured nothing says so ([`Report::measured`], [`Report::warnings`]).
 //!
 //! Memory grows with `clients × senders × 8` bytes (per-sender order
 //! tracking in every receiver) and with `senders × window × 16` bytes.
 
+mod churn;
 mod client;
 mod conn;
+mod extra;
 mod fleet;
 mod frame;
 pub mod idle;
+mod notice;
 pub mod plot;
 pub mod process;
 mod progress;
 mod report;
 mod sender;
+mod series;
 mod shared;
+mod slow;
 pub mod sweep;
 pub mod token;
 
@@ -68,15 +82,21 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use conn::TlsTarget;
-pub use report::{CdfPoint, ConnectStats, LatencyStats, Report, ServerStats, Settings};
+pub use report::{
+    CdfPoint, ChurnStats, ConnectStats, LatencySeries, LatencyStats, NoticeStats, Report,
+    ServerStats, Settings, SlowStats, WindowLatency,
+};
 
+use churn::{Churn, ChurnOutcome};
 use client::RecvStats;
 use conn::Connector;
+use extra::Joiner;
 use fleet::Fleet;
 use process::{Process, ProcessError, Watch};
 use progress::Progress;
 use sender::SendTask;
-use shared::{Shared, Timeline};
+use shared::{Shared, Timeline, GREET_SILENT};
+use slow::{SlowClients, SlowOutcome};
 
 /// Smallest message size accepted. Tokens are usually shorter (about 30
 /// bytes in a long run); a token that does not fit makes its line longer.
@@ -157,6 +177,20 @@ pub struct BenchConfig {
     pub grace: Duration,
     /// How long connecting and greeting every client may take in total.
     pub connect_timeout: Duration,
+    /// Extra clients that join before the start and then do not read
+    /// (see [`slow`]); not measured.
+    pub slow: usize,
+    /// Bytes per second each slow client reads; `None` for none at all.
+    pub slow_rate: Option<u64>,
+    /// Extra clients that join at once during the measured window, stay
+    /// for `churn_hold`, then quit at once (see [`churn`]); not measured.
+    pub churn: usize,
+    /// When the churn wave starts, after the measured window opened;
+    /// `None` for a quarter of `duration`.
+    pub churn_at: Option<Duration>,
+    /// How long the churn wave stays once all of it is in the room; `None`
+    /// for a quarter of `duration`.
+    pub churn_hold: Option<Duration>,
     /// No progress display on stderr.
     pub quiet: bool,
 }
@@ -179,8 +213,23 @@ impl BenchConfig {
             warmup: Duration::from_secs(1),
             grace: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(10),
+            slow: 0,
+            slow_rate: None,
+            churn: 0,
+            churn_at: None,
+            churn_hold: None,
             quiet: false,
         }
+    }
+
+    /// When the churn wave starts, after the measured window opened.
+    pub fn churn_at(&self) -> Duration {
+        self.churn_at.unwrap_or(self.duration / 4)
+    }
+
+    /// How long the churn wave stays.
+    pub fn churn_hold(&self) -> Duration {
+        self.churn_hold.unwrap_or(self.duration / 4)
     }
 
     /// Checks the settings; [`run`] does this first.
@@ -216,6 +265,18 @@ impl BenchConfig {
         if self.connect_timeout.is_zero() {
             return bad("connect timeout must be more than zero".into());
         }
+        let total = (self.clients.checked_add(self.slow)).and_then(|n| n.checked_add(self.churn));
+        if total.is_none_or(|n| n > MAX_CLIENTS) {
+            return bad(format!(
+                "clients, slow clients and churn clients together must be at most {MAX_CLIENTS}"
+            ));
+        }
+        if self.slow_rate == Some(0) {
+            return bad("a slow client's read rate must be more than zero bytes per second".into());
+        }
+        if self.churn > 0 && self.churn_at() >= self.duration {
+            return bad("the churn wave must start inside the measured window".into());
+        }
         Ok(())
     }
 }
@@ -242,6 +303,8 @@ pub enum BenchError {
     Refused { client: usize, line: String },
     #[error("client {client} lost its connection before it was greeted: {reason}")]
     Closed { client: usize, reason: String },
+    #[error("slow client {client} could not join: {reason}")]
+    Slow { client: usize, reason: String },
     #[error("only {ready} of {wanted} clients were connected and greeted within {timeout:?}")]
     ConnectTimeout {
         ready: usize,
@@ -265,7 +328,12 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
     let cancel = CancellationToken::new();
     let _stop_receivers = cancel.clone().drop_guard();
     let connector = Connector::new(cfg.addr, cfg.tls.as_ref());
-    let mut fleet = Fleet::new(connector, shared.clone(), cancel.clone(), cfg.clients);
+    let mut fleet = Fleet::new(
+        connector.clone(),
+        shared.clone(),
+        cancel.clone(),
+        cfg.clients,
+    );
 
     // Connect and greet everyone.
     let connect_deadline = tokio::time::Instant::from_std(origin + cfg.connect_timeout);
@@ -274,6 +342,26 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
         .await?;
     let all_ready = Instant::now();
     let mut connect = fleet.connect_stats(all_ready - origin);
+    let joiner = |recv_buffer| Joiner {
+        connector: connector.clone(),
+        silent: shared.greet_mode.load(Ordering::Relaxed) == GREET_SILENT,
+        recv_buffer,
+    };
+    let slow = if cfg.slow > 0 {
+        progress.phase(format!("connecting {} slow clients", cfg.slow));
+        let slow = SlowClients::join(
+            joiner(Some(slow::RECV_BUFFER)),
+            cfg.slow,
+            cfg.slow_rate,
+            shared.clone(),
+            cancel.clone(),
+            connect_deadline,
+        )
+        .await?;
+        Some(slow)
+    } else {
+        None
+    };
     // Let the join notices of the connect phase drain, so that they neither
     // count as unparsed lines nor delay the first messages. Not fatal if the
     // connect deadline passes first: any stragglers are then counted.
@@ -315,6 +403,18 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
         Rate::PerSecond(r) => Some(r / cfg.senders as f64),
         Rate::Max => None,
     };
+    let churn = (cfg.churn > 0).then(|| {
+        let wave = Churn {
+            joiner: joiner(None),
+            clients: cfg.churn,
+            at: warm + cfg.churn_at(),
+            hold: cfg.churn_hold(),
+            deadline: hard_deadline,
+            shared: shared.clone(),
+            cancel: cancel.clone(),
+        };
+        tokio::spawn(wave.run())
+    });
     let mut senders = JoinSet::new();
     for idx in 0..cfg.senders {
         // A client the roll call gave up on has no writer; it sends nothing
@@ -390,17 +490,131 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
         tokio::time::sleep(DRAIN_POLL).await;
     };
 
+    // The churn wave ends by the hard deadline, measured clients still
+    // reading its notices meanwhile.
+    let churned = match churn {
+        Some(mut wave) => {
+            progress.phase("waiting for the churn wave to leave");
+            let until = hard_deadline + COLLECT_TIMEOUT;
+            let outcome = match tokio::time::timeout_at(until, &mut wave).await {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(_)) | Err(_) => {
+                    wave.abort();
+                    ChurnOutcome::default()
+                }
+            };
+            Some(outcome)
+        }
+        None => None,
+    };
+
     // Stop everyone and collect their counts.
     cancel.cancel();
     senders.abort_all();
     let stats = fleet.collect(COLLECT_TIMEOUT).await;
+    let slowed = match slow {
+        Some(slow) => Some(slow.collect(COLLECT_TIMEOUT).await),
+        None => None,
+    };
     progress.finish();
 
     let server = watch.map(|w| server_stats(&w, cpu_from, server_end));
     let mut report = build_report(cfg, &shared, connect, &stats, drained);
     report.server = server;
+    report.slow = slowed.map(|s| slow_stats(cfg, &shared, timeline, &s));
+    report.churn = churned.map(|c| churn_stats(cfg, &shared, timeline, &c));
+    report.latency_series = shared.with_series(|s| s.report());
     report.check();
     Ok(report)
+}
+
+/// Seconds from the opening of the measured window to `ns`.
+fn since_warm(timeline: Timeline, ns: u64) -> f64 {
+    (ns as f64 - timeline.warm_ns as f64) / 1e9
+}
+
+/// The slow clients' figures: evictions as the measured clients read them,
+/// or as a reading slow client saw its connection end.
+fn slow_stats(
+    cfg: &BenchConfig,
+    shared: &Shared,
+    timeline: Timeline,
+    outcomes: &[SlowOutcome],
+) -> SlowStats {
+    let mut evicted_at: Vec<f64> = shared
+        .slow_evictions()
+        .into_iter()
+        .zip(outcomes)
+        .filter_map(|(seen, o)| match (seen, o.closed_ns) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+        .map(|ns| since_warm(timeline, ns))
+        .collect();
+    evicted_at.sort_by(f64::total_cmp);
+    SlowStats {
+        clients: cfg.slow,
+        read_rate: cfg.slow_rate,
+        evicted: evicted_at.len(),
+        evicted_at_secs: evicted_at,
+        bytes_read: outcomes.iter().map(|o| o.bytes_read).sum(),
+    }
+}
+
+/// The churn wave's figures, with the measured clients' latency during its
+/// joins, during its leaves, and otherwise.
+fn churn_stats(
+    cfg: &BenchConfig,
+    shared: &Shared,
+    timeline: Timeline,
+    c: &ChurnOutcome,
+) -> ChurnStats {
+    let offset = |ns: u64| Duration::from_nanos(ns.saturating_sub(timeline.warm_ns));
+    let joins = (offset(c.join_from_ns), offset(c.join_to_ns));
+    let leaves = (offset(c.leave_from_ns), offset(c.leave_to_ns));
+    let windows = shared.with_series(|s| {
+        (
+            s.window(joins.0, joins.1),
+            s.window(leaves.0, leaves.1),
+            s.outside(&[joins, leaves]),
+        )
+    });
+    let empty = WindowLatency {
+        from_secs: 0.0,
+        to_secs: 0.0,
+        samples: 0,
+        p50_ms: 0.0,
+        p99_ms: 0.0,
+        p999_ms: 0.0,
+        max_ms: 0.0,
+    };
+    let (during_joins, during_leaves, outside) = match (c.started, windows) {
+        (true, Some(w)) => w,
+        _ => (empty.clone(), empty.clone(), empty),
+    };
+    // A wave that never began has no times.
+    let secs = |ns| {
+        if c.started {
+            since_warm(timeline, ns)
+        } else {
+            0.0
+        }
+    };
+    ChurnStats {
+        clients: cfg.churn,
+        started: c.started,
+        join_from_secs: secs(c.join_from_ns),
+        join_to_secs: secs(c.join_to_ns),
+        joined: c.joined,
+        leave_from_secs: secs(c.leave_from_ns),
+        leave_to_secs: secs(c.leave_to_ns),
+        left: c.left,
+        failed: c.failed,
+        first_error: c.first_error.clone(),
+        during_joins,
+        during_leaves,
+        outside,
+    }
 }
 
 /// The server's figures for the measured window, from the samples taken
@@ -472,6 +686,8 @@ fn build_report(
             duration_secs: secs,
             warmup_secs: cfg.warmup.as_secs_f64(),
             grace_secs: cfg.grace.as_secs_f64(),
+            slow: cfg.slow,
+            churn: cfg.churn,
         },
         connect,
         messages_sent,
@@ -489,12 +705,20 @@ fn build_report(
         duplicates: sum(|s| s.duplicates),
         order_violations: sum(|s| s.order_violations),
         unparsed_lines: sum(|s| s.unparsed_lines),
+        notices: NoticeStats {
+            joined: sum(|s| s.joins_seen),
+            left: sum(|s| s.leaves_seen),
+            disconnected: sum(|s| s.disconnects_seen),
+        },
         malformed_tokens: sum(|s| s.malformed_tokens),
         unexpected_tokens: sum(|s| s.unexpected_tokens),
         disconnects,
         drained,
         latency: LatencyStats::from_histogram(&shared.latency()),
         server: None,
+        slow: None,
+        churn: None,
+        latency_series: None,
         warnings: Vec::new(),
     }
 }

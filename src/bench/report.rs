@@ -7,6 +7,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+pub use super::series::{LatencySeries, WindowLatency};
+
 /// Everything a run measured. Serialises to JSON for `--out`.
 ///
 /// Counts of messages, deliveries, loss and latency cover only messages
@@ -37,16 +39,21 @@ pub struct Report {
     /// Messages that arrived after a later message from the same sender,
     /// per receiver.
     pub order_violations: u64,
-    /// Lines received after the start that held no valid token: server
-    /// notices, errors, garbage, over-long lines.
+    /// Lines received after the start that held no valid token and were
+    /// no membership notice (see `notices`): other server notices, errors,
+    /// garbage, over-long lines.
     pub unparsed_lines: u64,
+    /// Notices that someone joined, left or was disconnected, read by the
+    /// measured clients after the start (each client's copy counts).
+    pub notices: NoticeStats,
     /// Of `unparsed_lines`, those with the token marker `#b:` but no
     /// well-formed token after it.
     pub malformed_tokens: u64,
     /// Well-formed tokens this run did not send to that receiver (unknown
     /// sender or sequence number, or the receiver's own message echoed).
     pub unexpected_tokens: u64,
-    /// Clients whose connection failed or was closed before the end.
+    /// Measured clients whose connection failed or was closed before the
+    /// end (slow and churn clients are reported apart).
     pub disconnects: u64,
     /// Whether every message sent arrived everywhere before the grace
     /// period ran out.
@@ -56,9 +63,77 @@ pub struct Report {
     pub latency: LatencyStats,
     /// The server's CPU and memory, with `--server-pid`.
     pub server: Option<ServerStats>,
+    /// The slow clients, with `--slow`.
+    pub slow: Option<SlowStats>,
+    /// The join and leave wave, with `--churn`.
+    pub churn: Option<ChurnStats>,
+    /// Latency of the measured messages by send time, in steps across the
+    /// measured window (with `--slow` or `--churn`).
+    pub latency_series: Option<LatencySeries>,
     /// Why the figures above may not mean what they seem; see
     /// [`Report::measured`]. Empty for a clean run.
     pub warnings: Vec<String>,
+}
+
+/// Membership notices the measured clients read after the start.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NoticeStats {
+    /// `* NICK joined ROOM` (ncat: `... is connected as <userN>.`).
+    pub joined: u64,
+    /// `* NICK left ROOM`, `* NICK quit`.
+    pub left: u64,
+    /// `* NICK was disconnected (WHY)`: evictions among them (ncat:
+    /// `<userN> is disconnected.`).
+    pub disconnected: u64,
+}
+
+/// The slow clients (`--slow`): extra clients that joined before the start
+/// and then did not read (or read a trickle). Not measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlowStats {
+    pub clients: usize,
+    /// Bytes per second each read; `None` (JSON `null`): none at all.
+    pub read_rate: Option<u64>,
+    /// Slow clients the server disconnected during the run: a measured
+    /// client read the server's notice of it, or a reading slow client
+    /// saw its connection end.
+    pub evicted: usize,
+    /// When, for each of those, in seconds since the measured window
+    /// opened (negative: during the warm-up), earliest first.
+    pub evicted_at_secs: Vec<f64>,
+    /// Bytes the slow clients read in all.
+    pub bytes_read: u64,
+}
+
+/// The churn wave (`--churn`): extra clients joining at once, staying,
+/// and quitting at once. Times are seconds since the measured window
+/// opened.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChurnStats {
+    pub clients: usize,
+    /// Whether the wave began before the run ended.
+    pub started: bool,
+    /// The first connect of the wave.
+    pub join_from_secs: f64,
+    /// The last of the wave in the room (or the wait given up).
+    pub join_to_secs: f64,
+    /// Clients of the wave that were in the room.
+    pub joined: usize,
+    /// All told to quit.
+    pub leave_from_secs: f64,
+    /// The last connection closed by the server.
+    pub leave_to_secs: f64,
+    /// Clients whose quit the server completed by closing the connection.
+    pub left: usize,
+    /// Clients that did not join, or did not leave cleanly.
+    pub failed: usize,
+    pub first_error: Option<String>,
+    /// Latency of the measured messages sent while the wave joined.
+    pub during_joins: WindowLatency,
+    /// Latency of the measured messages sent while the wave left.
+    pub during_leaves: WindowLatency,
+    /// Latency of every other measured message.
+    pub outside: WindowLatency,
 }
 
 /// The server process during a run (`--server-pid`).
@@ -98,6 +173,10 @@ pub struct Settings {
     pub duration_secs: f64,
     pub warmup_secs: f64,
     pub grace_secs: f64,
+    /// Slow clients besides `clients` (`--slow`).
+    pub slow: usize,
+    /// Clients of the churn wave besides `clients` (`--churn`).
+    pub churn: usize,
 }
 
 /// Connection set-up.
@@ -340,6 +419,16 @@ impl Report {
             ),
         );
         row("disconnects", self.disconnects.to_string());
+        let n = &self.notices;
+        if n.joined + n.left + n.disconnected > 0 {
+            row(
+                "notices",
+                format!(
+                    "{} joined, {} left, {} disconnected (as read by the measured clients)",
+                    n.joined, n.left, n.disconnected
+                ),
+            );
+        }
         row(
             "latency",
             if l.samples == 0 {
@@ -364,6 +453,20 @@ impl Report {
                     if srv.lost { " (process lost)" } else { "" }
                 ),
             );
+        }
+        if let Some(slow) = &self.slow {
+            row("slow clients", slow.summary());
+        }
+        if let Some(c) = &self.churn {
+            row("churn", c.summary());
+            if c.started {
+                row("  during joins", window_line(&c.during_joins));
+                row("  during leaves", window_line(&c.during_leaves));
+                row("  otherwise", window_line(&c.outside));
+            }
+        }
+        if let Some(series) = &self.latency_series {
+            row("p99 per second", p99_line(series));
         }
         for w in &self.warnings {
             row("WARNING", w.clone());
@@ -412,10 +515,120 @@ impl Report {
                 self.disconnects
             ));
         }
+        if let Some(slow) = &self.slow {
+            if slow.evicted < slow.clients {
+                w.push(format!(
+                    "{} of {} slow clients were not seen to be disconnected by the server",
+                    slow.clients - slow.evicted,
+                    slow.clients
+                ));
+            }
+        }
+        if let Some(c) = &self.churn {
+            if !c.started {
+                w.push("the churn wave did not begin before the run ended".to_string());
+            } else if c.joined < c.clients || c.left < c.clients || c.failed > 0 {
+                w.push(format!(
+                    "churn: {} of {} clients joined and {} left cleanly{}",
+                    c.joined,
+                    c.clients,
+                    c.left,
+                    c.first_error
+                        .as_ref()
+                        .map(|e| format!(" (first failure: {e})"))
+                        .unwrap_or_default()
+                ));
+            }
+            if c.started && c.leave_to_secs > self.settings.duration_secs {
+                w.push(
+                    "the churn wave was still under way when the measured window closed; \
+                     messages sent after it are not measured"
+                        .to_string(),
+                );
+            }
+        }
         if self.server.as_ref().is_some_and(|s| s.lost) {
             w.push("the server process could not be read any more during the run".to_string());
         }
         self.warnings = w;
+    }
+}
+
+impl SlowStats {
+    fn summary(&self) -> String {
+        let reading = match self.read_rate {
+            None => "never reading".to_string(),
+            Some(r) => format!(
+                "reading {}/s, {} read",
+                fmt_bytes(r as f64),
+                fmt_bytes(self.bytes_read as f64)
+            ),
+        };
+        let when = match (self.evicted_at_secs.first(), self.evicted_at_secs.last()) {
+            (Some(a), Some(b)) if self.evicted > 1 => format!(", {a:.2} s to {b:.2} s"),
+            (Some(a), _) => format!(", at {a:.2} s"),
+            _ => String::new(),
+        };
+        format!(
+            "{} ({reading}): {} disconnected by the server{when} into the measured window",
+            self.clients, self.evicted
+        )
+    }
+}
+
+impl ChurnStats {
+    fn summary(&self) -> String {
+        if !self.started {
+            return format!("{} clients: the wave never began", self.clients);
+        }
+        format!(
+            "{} clients: joined from {:.2} s to {:.2} s ({} in the room), quit from {:.2} s to {:.2} s ({} left cleanly, {} failed)",
+            self.clients,
+            self.join_from_secs,
+            self.join_to_secs,
+            self.joined,
+            self.leave_from_secs,
+            self.leave_to_secs,
+            self.left,
+            self.failed
+        )
+    }
+}
+
+/// One window's latency on a line.
+fn window_line(w: &WindowLatency) -> String {
+    if w.samples == 0 {
+        return format!(
+            "no samples (messages sent {:.1}-{:.1} s)",
+            w.from_secs, w.to_secs
+        );
+    }
+    format!(
+        "p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms ({} samples, sent {:.1}-{:.1} s)",
+        w.p50_ms, w.p99_ms, w.p999_ms, w.max_ms, w.samples, w.from_secs, w.to_secs
+    )
+}
+
+/// The p99 of each second of the series, in ms, `-` where nothing was sent.
+fn p99_line(series: &LatencySeries) -> String {
+    let cells: Vec<String> = series
+        .p99_per_second_ms
+        .iter()
+        .map(|p| p.map_or_else(|| "-".to_string(), fmt_ms))
+        .collect();
+    format!("{} ms", cells.join(" "))
+}
+
+/// A latency with about three significant digits.
+fn fmt_ms(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else if v >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
     }
 }
 
