@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod cert;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod event;
 pub mod names;

@@ -97,18 +97,8 @@ fn spawn_server(extra: &[&str]) -> (Spawned, SocketAddr, BufReader<std::process:
     }
     args.extend_from_slice(extra);
     let (child, mut stderr) = spawn(&args);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "server exited early"
-        );
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-            return (child, addr, stderr);
-        }
-    }
+    let addr = common::served::listening_addr(&mut stderr);
+    (child, addr, stderr)
 }
 
 fn wait_exit(child: &mut Spawned, within: Duration) -> std::process::ExitStatus {

@@ -257,3 +257,52 @@ async fn lines_after_a_join_go_to_the_new_room() {
     watcher.expect("mover> in dev now").await;
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_mode_prints_the_replay_and_answers_history() {
+    let srv = TestServer::with(ServerConfig {
+        history: rchat::config::HistoryMode::Memory,
+        history_replay: 5,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut poster = srv.named("poster").await;
+    let mut watcher = srv.named("watcher").await;
+    for i in 1..=8 {
+        poster.send(&format!("numbered line {i:02}")).await;
+    }
+    watcher
+        .wait_for("the last line", |l| l == "poster> numbered line 08")
+        .await;
+    let addr = srv.addr.to_string();
+    let kh = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking({
+        let kh = kh.path().join("known_hosts");
+        move || connect(&[&addr, "--nick", "late"], "/history 3\n", &kh)
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    // Today's messages show the time only (HH:MM, UTC).
+    let said = |i: u32| format!(" poster> numbered line {i:02}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let block = |header: &str, first: u32, last: u32| {
+        let at = lines
+            .iter()
+            .position(|l| *l == header)
+            .unwrap_or_else(|| panic!("no {header:?} in:\n{stdout}"));
+        for (k, i) in (first..=last).enumerate() {
+            let l = lines[at + 1 + k];
+            assert!(l.ends_with(&said(i)), "{l:?} in:\n{stdout}");
+            assert_eq!(l.len(), "HH:MM".len() + said(i).len(), "{l:?}");
+        }
+        assert_eq!(lines[at + 2 + (last - first) as usize], "* end of history");
+        at
+    };
+    let replay = block("* history of lobby: last 5 messages (times are UTC)", 4, 8);
+    let answer = block("* history of lobby: last 3 messages (times are UTC)", 6, 8);
+    assert!(replay < answer, "{stdout}");
+    assert!(!stdout.contains("numbered line 03"), "{stdout}");
+    srv.stop().await;
+}

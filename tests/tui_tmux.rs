@@ -1,5 +1,5 @@
-//! The real full-screen client in a real terminal: two `rchat connect`
-//! sessions under tmux, typed at with send-keys and read with capture-pane.
+//! The real full-screen client in a real terminal: `rchat connect` sessions
+//! under tmux, typed at with send-keys and read with capture-pane.
 //! Needs tmux; CI installs it (see .ci/run). Without tmux the test fails in
 //! CI and is skipped, loudly, elsewhere.
 
@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
+use rchat::config::{HistoryMode, ServerConfig};
 
 /// A private tmux server, killed (with its sessions) when dropped.
 struct Tmux {
@@ -281,5 +282,94 @@ async fn first_use_of_a_self_signed_server_asks_and_remembers() {
         tmux.wait_exit("third");
         assert!(!kh.exists() || !std::fs::read_to_string(&kh).unwrap().contains(&addr));
     });
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_sees_the_replay_and_scrolls_back_to_the_beginning() {
+    let Some(tmux) = Tmux::new() else {
+        assert!(std::env::var_os("CI").is_none(), "tmux is required in CI");
+        eprintln!("SKIPPED: tmux is not installed");
+        return;
+    };
+    // As `rchat serve --history memory --history-replay 5`.
+    let srv = TestServer::with(ServerConfig {
+        history: HistoryMode::Memory,
+        history_replay: 5,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut poster = srv.named("poster").await;
+    let mut watcher = srv.named("watcher").await;
+    for i in 1..=30 {
+        poster.send(&format!("numbered line {i:02}")).await;
+    }
+    // Stored as posted: once the room has seen the last, it is all stored.
+    watcher
+        .wait_for("the last line", |l| l == "poster> numbered line 30")
+        .await;
+
+    let kh = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_rchat");
+    let cmd = format!(
+        "env TERM=xterm-256color RCHAT_KNOWN_HOSTS={} {bin} connect {} --nick reader",
+        kh.path().join("known_hosts").display(),
+        srv.addr
+    );
+    tokio::task::block_in_place(|| {
+        tmux.start("reader", &cmd);
+        // The replay: the last five, and a hint that there is more.
+        let screen = tmux.wait_screen("reader", "the replay", |s| {
+            s.contains("numbered line 30") && s.contains("older messages: scroll up to load")
+        });
+        for i in 26..=30 {
+            assert!(
+                screen.contains(&format!("<poster> numbered line {i:02}")),
+                "{screen}"
+            );
+        }
+        assert!(!screen.contains("numbered line 25"), "{screen}");
+
+        // PageUp until the first line and the beginning are on screen. A
+        // press may find a page still loading, so each waits a little for
+        // the screen to change and the whole has a deadline.
+        let start = Instant::now();
+        let mut screen = screen;
+        while !(screen.contains("<poster> numbered line 01")
+            && screen.contains("beginning of history"))
+        {
+            assert!(
+                start.elapsed() < common::DEADLINE,
+                "never reached the beginning; screen:\n{screen}"
+            );
+            tmux.keys("reader", &["PageUp"]);
+            let pressed = Instant::now();
+            loop {
+                let now = tmux.screen("reader");
+                if now != screen || pressed.elapsed() > Duration::from_secs(2) {
+                    screen = now;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        // Each line once, in order.
+        let order: Vec<usize> = (1..=30)
+            .filter_map(|i| screen.find(&format!("numbered line {i:02}")))
+            .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{screen}");
+        assert_eq!(screen.matches("numbered line 01").count(), 1, "{screen}");
+        let beginning = screen.find("beginning of history").unwrap();
+        assert!(
+            beginning < screen.find("numbered line 01").unwrap(),
+            "{screen}"
+        );
+
+        tmux.keys("reader", &["C-c"]);
+        tmux.wait_exit("reader");
+    });
+    watcher
+        .wait_for("reader quits", |l| l.starts_with("* reader quit"))
+        .await;
     srv.stop().await;
 }

@@ -2,18 +2,17 @@
 //! half to the coordinator, then reads and checks everything it receives
 //! until told to stop.
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::conn::{ConnectFailure, Connector, Reader, Writer};
 use super::frame::{Arrival, Frame, Framer, OrderTracker};
+use super::notice::{self, Notice};
 use super::shared::{Shared, Timeline, GREET_RCHAT, GREET_SILENT, GREET_UNKNOWN};
 use super::token::{self, Parsed};
 use super::BenchError;
@@ -22,6 +21,13 @@ use super::BenchError;
 /// does not send one (as `ncat --chat` does not), unless another client has
 /// already seen an rchat greeting.
 const GREETING_IDLE: Duration = Duration::from_secs(1);
+
+/// Against a server known to send no greeting, how long a new client holds
+/// the one connect slot waiting for the server's first bytes (`ncat --chat`
+/// announces every newcomer to everyone, the newcomer included). Letting
+/// clients in one at a time keeps the server's accept queue from
+/// overflowing, which would leave clients half-open for good.
+const ADMIT_WAIT: Duration = Duration::from_millis(20);
 
 /// The line rchat sends once a text client is in its room.
 const ROOM_CONFIRMATION: &[u8] = b"* you are now in ";
@@ -72,13 +78,22 @@ fn room_confirmation(line: &[u8]) -> Option<(&[u8], usize)> {
 /// What a client hands the coordinator once it is ready.
 pub(crate) struct Ready {
     pub(crate) idx: usize,
-    pub(crate) writer: OwnedWriteHalf,
-    /// From starting to connect until the TCP connection was up.
+    /// Which connection of this client (see [`ClientTask::generation`]).
+    pub(crate) generation: u32,
+    pub(crate) writer: Writer,
+    /// From starting to connect until the connection (and TLS) was up.
     pub(crate) tcp: Duration,
     /// From starting to connect until the greeting was read.
     pub(crate) ready: Duration,
     /// Whether an rchat greeting was seen (otherwise the server sent none).
     pub(crate) greeted: bool,
+}
+
+/// A client that failed before it was ready.
+pub(crate) struct Failed {
+    pub(crate) idx: usize,
+    pub(crate) generation: u32,
+    pub(crate) error: BenchError,
 }
 
 /// What one client counted while receiving.
@@ -88,8 +103,13 @@ pub(crate) struct RecvStats {
     pub(crate) deliveries: u64,
     pub(crate) duplicates: u64,
     pub(crate) order_violations: u64,
-    /// Lines received after the start that carried no valid token.
+    /// Lines received after the start that carried no valid token and were
+    /// no membership notice.
     pub(crate) unparsed_lines: u64,
+    /// Membership notices received after the start (see `notice`).
+    pub(crate) joins_seen: u64,
+    pub(crate) leaves_seen: u64,
+    pub(crate) disconnects_seen: u64,
     /// Of those, lines with the token marker but no well-formed token.
     pub(crate) malformed_tokens: u64,
     /// Well-formed tokens this run did not send to this client: unknown
@@ -101,10 +121,14 @@ pub(crate) struct RecvStats {
 
 pub(crate) struct ClientTask {
     pub(crate) idx: usize,
-    pub(crate) addr: SocketAddr,
+    /// Counts this client's connections: a client that is connected again
+    /// (see `fleet`) gets the next number, and whatever its old connection
+    /// still reports is ignored.
+    pub(crate) generation: u32,
+    pub(crate) connector: Connector,
     pub(crate) shared: Arc<Shared>,
     pub(crate) connect_slots: Arc<Semaphore>,
-    pub(crate) ready_tx: mpsc::Sender<Result<Ready, BenchError>>,
+    pub(crate) ready_tx: mpsc::Sender<Result<Ready, Failed>>,
     pub(crate) cancel: CancellationToken,
 }
 
@@ -112,41 +136,58 @@ impl ClientTask {
     pub(crate) async fn run(self) -> RecvStats {
         let ClientTask {
             idx,
-            addr,
+            generation,
+            connector,
             shared,
             connect_slots,
             ready_tx,
             cancel,
         } = self;
+        let fail = |error| Failed {
+            idx,
+            generation,
+            error,
+        };
+        let permit = connect_slots.acquire_owned().await.ok();
+        // Times count from the moment this client may connect, not from
+        // when it was queued behind the others.
         let began = Instant::now();
-        let permit = connect_slots.acquire_owned().await;
-        let stream = match TcpStream::connect(addr).await {
-            Ok(s) => s,
-            Err(source) => {
-                let _ = ready_tx
-                    .send(Err(BenchError::Connect {
+        let (mut reader, writer) = match connector.connect().await {
+            Ok(halves) => halves,
+            Err(e) => {
+                let error = match e {
+                    ConnectFailure::Tcp(source) => BenchError::Connect {
                         client: idx,
-                        addr,
+                        addr: connector.addr(),
                         source,
-                    }))
-                    .await;
+                    },
+                    ConnectFailure::Tls(reason) => BenchError::Tls {
+                        client: idx,
+                        reason,
+                    },
+                };
+                let _ = ready_tx.send(Err(fail(error))).await;
                 return RecvStats::default();
             }
         };
-        drop(permit);
         let tcp = began.elapsed();
-        let _ = stream.set_nodelay(true);
-        let (mut reader, writer) = stream.into_split();
         let mut rx = Receiver::new(idx, shared.clone());
-        let greeted = match rx.greet(&mut reader, began + tcp).await {
+        let greeted = if shared.greet_mode.load(Ordering::Relaxed) == GREET_SILENT {
+            rx.admit(&mut reader, permit).await.map(|()| false)
+        } else {
+            drop(permit);
+            rx.greet(&mut reader, began + tcp).await
+        };
+        let greeted = match greeted {
             Ok(g) => g,
             Err(e) => {
-                let _ = ready_tx.send(Err(e)).await;
+                let _ = ready_tx.send(Err(fail(e))).await;
                 return RecvStats::default();
             }
         };
         let ready = Ready {
             idx,
+            generation,
             writer,
             tcp,
             ready: began.elapsed(),
@@ -169,8 +210,11 @@ pub(crate) struct Receiver {
     order: OrderTracker,
     buf: Vec<u8>,
     stats: RecvStats,
-    /// Latency samples (ns) of the current read, recorded in one go.
-    samples: Vec<u64>,
+    /// `(sent_ns, latency_ns)` of the current read's deliveries, recorded
+    /// in one go.
+    samples: Vec<(u64, u64)>,
+    /// When the measured window opened, once the timeline is known.
+    warm_ns: u64,
     /// First arrivals of the current read, any stamp.
     fresh: u64,
     settle: Settle,
@@ -193,6 +237,7 @@ impl Receiver {
             buf: vec![0; buf_len],
             stats: RecvStats::default(),
             samples: Vec::new(),
+            warm_ns: 0,
             fresh: 0,
             settle: Settle::default(),
             shared,
@@ -204,11 +249,7 @@ impl Receiver {
     /// within [`GREETING_IDLE`] and no other client has seen a greeting
     /// either. Lines after the greeting in the same read count towards
     /// settling.
-    async fn greet(
-        &mut self,
-        reader: &mut OwnedReadHalf,
-        connected: Instant,
-    ) -> Result<bool, BenchError> {
+    async fn greet(&mut self, reader: &mut Reader, connected: Instant) -> Result<bool, BenchError> {
         let idle_until = tokio::time::Instant::from_std(connected + GREETING_IDLE);
         let shared = self.shared.clone();
         let mode = &shared.greet_mode;
@@ -253,7 +294,7 @@ impl Receiver {
             let mut settled = false;
             let mut refused = None;
             let settle = &mut self.settle;
-            let clients = self.shared.clients;
+            let joiners = self.shared.joiners;
             self.framer.feed(&self.buf[..n], |frame| {
                 let Frame::Line(line) = frame else { return };
                 if refused.is_some() {
@@ -266,9 +307,9 @@ impl Receiver {
                 } else if line.starts_with(ROOM_CONFIRMATION) {
                     done = true;
                     match room_confirmation(line) {
-                        Some((room, members)) if members < clients => {
+                        Some((room, members)) if members < joiners => {
                             settle.suffix = [&b" joined "[..], room].concat();
-                            settle.left = clients - members;
+                            settle.left = joiners - members;
                         }
                         // Nobody is expected to join after this client (or
                         // the line is not quite rchat's).
@@ -296,8 +337,51 @@ impl Receiver {
         }
     }
 
+    /// Against a server that sends no greeting: waits at most
+    /// [`ADMIT_WAIT`] for its first bytes, holding `permit` (the one connect
+    /// slot) meanwhile, so the next client connects only once the server
+    /// has taken this one in or a moment has passed. Whether it really has
+    /// is the roll call's business.
+    async fn admit(
+        &mut self,
+        reader: &mut Reader,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<(), BenchError> {
+        let read = tokio::time::timeout(ADMIT_WAIT, reader.read(&mut self.buf)).await;
+        drop(permit);
+        let n = match read {
+            Err(_) => 0,
+            Ok(Ok(0)) => {
+                return Err(BenchError::Closed {
+                    client: self.idx,
+                    reason: "the server closed the connection".into(),
+                })
+            }
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                return Err(BenchError::Closed {
+                    client: self.idx,
+                    reason: e.to_string(),
+                })
+            }
+        };
+        let mut probe = 0;
+        self.framer.feed(&self.buf[..n], |frame| {
+            if let Frame::Line(line) = frame {
+                if let Some(round) = token::probe_round(line) {
+                    probe = probe.max(round);
+                }
+            }
+        });
+        if probe > 0 {
+            self.shared.probe_seen[self.idx].fetch_max(probe, Ordering::Release);
+        }
+        self.settled();
+        Ok(())
+    }
+
     /// Reads and checks lines until cancelled or the connection ends.
-    async fn receive(&mut self, reader: &mut OwnedReadHalf, cancel: &CancellationToken) {
+    async fn receive(&mut self, reader: &mut Reader, cancel: &CancellationToken) {
         let mut timeline: Option<Timeline> = None;
         loop {
             let read = tokio::select! {
@@ -315,6 +399,9 @@ impl Receiver {
             let now_ns = self.shared.now_ns();
             if timeline.is_none() {
                 timeline = self.shared.timeline();
+                if let Some(tl) = timeline {
+                    self.warm_ns = tl.warm_ns;
+                }
             }
             let Some(tl) = timeline else {
                 // Before the start only join notices and roll-call probes
@@ -348,6 +435,7 @@ impl Receiver {
                 shared,
                 idx,
                 settle: _,
+                warm_ns: _,
             } = self;
             framer.feed(&buf[..n], |frame| {
                 on_frame(
@@ -373,7 +461,8 @@ impl Receiver {
                 .fetch_add(self.fresh, Ordering::Relaxed);
             self.fresh = 0;
         }
-        self.shared.record_latencies(self.idx, &self.samples);
+        self.shared
+            .record_latencies(self.idx, &self.samples, self.warm_ns);
         self.samples.clear();
     }
 }
@@ -388,7 +477,7 @@ fn on_frame(
     shared: &Shared,
     order: &mut OrderTracker,
     stats: &mut RecvStats,
-    samples: &mut Vec<u64>,
+    samples: &mut Vec<(u64, u64)>,
     fresh: &mut u64,
 ) {
     let line = match frame {
@@ -406,7 +495,17 @@ fn on_frame(
         // A late roll-call probe (a round that was sent again): ours, not
         // a server line.
         Parsed::NoToken if token::probe_round(line).is_some() => {}
-        Parsed::NoToken => stats.unparsed_lines += 1,
+        // Someone joined or left: the slow clients' evictions and the
+        // churn waves are expected.
+        Parsed::NoToken => match notice::classify(line) {
+            Some(Notice::Joined(_)) => stats.joins_seen += 1,
+            Some(Notice::Left(_)) => stats.leaves_seen += 1,
+            Some(Notice::Disconnected(nick)) => {
+                stats.disconnects_seen += 1;
+                shared.disconnected(nick, now_ns);
+            }
+            None => stats.unparsed_lines += 1,
+        },
         Parsed::Malformed => {
             stats.unparsed_lines += 1;
             stats.malformed_tokens += 1;
@@ -424,7 +523,7 @@ fn on_token(
     shared: &Shared,
     order: &mut OrderTracker,
     stats: &mut RecvStats,
-    samples: &mut Vec<u64>,
+    samples: &mut Vec<(u64, u64)>,
     fresh: &mut u64,
 ) {
     let sender = match usize::try_from(t.sender) {
@@ -451,7 +550,7 @@ fn on_token(
     st.arrived(t.seq, shared.receivers);
     if tl.measured(t.sent_ns) {
         stats.deliveries += 1;
-        samples.push(now_ns.saturating_sub(t.sent_ns));
+        samples.push((t.sent_ns, now_ns.saturating_sub(t.sent_ns)));
     }
 }
 

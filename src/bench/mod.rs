@@ -1,14 +1,16 @@
 //! The load generator behind `rchat bench`.
 //!
-//! [`run`] connects `clients` plain-text clients to one server, waits until
-//! every one of them has been greeted (all are then in `lobby`), and lets the
-//! first `senders` of them send numbered, timestamped messages (see
-//! [`token`]) for the warm-up plus the measured duration. Every client reads
-//! continuously and checks what arrives: the server relays each line to
-//! every other member of the room, so each message should reach
-//! `clients − 1` receivers, once each and in the order sent. The result is a
-//! [`Report`]: deliveries per second, loss, duplicates, order violations,
-//! end-to-end latency percentiles and connection set-up times.
+//! [`run`] connects `clients` text-protocol clients to one server (over TLS
+//! if asked), waits until every one of them has been greeted (all are then
+//! in `lobby`), and lets the first `senders` of them send numbered,
+//! timestamped messages (see [`token`]) for the warm-up plus the measured
+//! duration. Every client reads continuously and checks what arrives: the
+//! server relays each line to every other member of the room, so each
+//! message should reach `clients − 1` receivers, once each and in the order
+//! sent. The result is a [`Report`]: deliveries per second, loss,
+//! duplicates, order violations, end-to-end latency percentiles and
+//! connection set-up times, plus the server's CPU and memory when its pid
+//! is given.
 //!
 //! Pacing:
 //!
@@ -23,25 +25,50 @@
 //!   [`Rate::Max`] with `window == 0` sends as fast as the sockets accept.
 //!
 //! Tokens are found anywhere in a received line, so the generator also works
-//! against relays that decorate lines differently, such as `ncat --chat`;
-//! against a server that sends no greeting, a client is considered ready
-//! after one quiet second, and the run starts only once a roll call (probe
-//! lines from two clients) has reached every client, proving that the relay
-//! has admitted them all.
+//! against relays that decorate lines differently, such as `ncat --chat`.
+//! Against a server that sends no greeting, clients are let in one at a
+//! time, and the run starts only once a roll call has reached every client
+//! (see [`fleet`]).
+//!
+//! Besides the measured clients, a run may have two kinds of extra clients
+//! that send nothing and are not counted: slow ones ([`slow`], `--slow`),
+//! which join before the start and then do not read, so that the server
+//! must evict them; and a churn wave ([`churn`], `--churn`) that joins at
+//! once during the measured window, stays, and quits at once. With either,
+//! the latency of the measured messages is also kept by send time
+//! ([`series`]), so that a moment of stalled delivery shows, and the
+//! notices of their joins and leaves are counted apart ([`notice`]).
+//!
+//! Other modes built on the same parts: [`idle`] holds many idle
+//! connections and reports the server's memory per connection; [`sweep`]
+//! repeats a run for several client counts; [`plot`] draws the results.
 //!
 //! A run is bounded in time: `connect_timeout`, then `warmup + duration`,
-//! then at most `grace` for messages still in flight, plus a moment to
-//! collect results. All sockets are closed when [`run`] returns, whether it
-//! succeeds or not.
+//! then at most `grace` for messages still in flight (and for the churn
+//! wave to finish), plus a moment to collect results. All sockets are
+//! closed when [`run`] returns, whether it succeeds or not. A run that
+//! measured nothing says so ([`Report::measured`], [`Report::warnings`]).
 //!
 //! Memory grows with `clients × senders × 8` bytes (per-sender order
 //! tracking in every receiver) and with `senders × window × 16` bytes.
 
+mod churn;
 mod client;
+mod conn;
+mod extra;
+mod fleet;
 mod frame;
+pub mod idle;
+mod notice;
+pub mod plot;
+pub mod process;
+mod progress;
 mod report;
 mod sender;
+mod series;
 mod shared;
+mod slow;
+pub mod sweep;
 pub mod token;
 
 use std::fmt;
@@ -51,16 +78,25 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use report::{ConnectStats, LatencyStats, Report, Settings};
+pub use conn::TlsTarget;
+pub use report::{
+    CdfPoint, ChurnStats, ConnectStats, LatencySeries, LatencyStats, NoticeStats, Report,
+    ServerStats, Settings, SlowStats, WindowLatency,
+};
 
-use client::{ClientTask, RecvStats};
+use churn::{Churn, ChurnOutcome};
+use client::RecvStats;
+use conn::Connector;
+use extra::Joiner;
+use fleet::Fleet;
+use process::{Process, ProcessError, Watch};
+use progress::Progress;
 use sender::SendTask;
-use shared::{Shared, Timeline};
+use shared::{Shared, Timeline, GREET_SILENT};
+use slow::{SlowClients, SlowOutcome};
 
 /// Smallest message size accepted. Tokens are usually shorter (about 30
 /// bytes in a long run); a token that does not fit makes its line longer.
@@ -72,15 +108,11 @@ pub const MAX_WINDOW: usize = 1 << 16;
 /// Most clients one run can drive.
 pub const MAX_CLIENTS: usize = 1 << 20;
 
-/// TCP connects in progress at once. Greetings are awaited without limit.
-const CONNECT_CONCURRENCY: usize = 256;
 /// After the grace period, how long receivers get to hand in their counts.
 const COLLECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the progress display and the drain check run.
 const TICK: Duration = Duration::from_millis(200);
 const DRAIN_POLL: Duration = Duration::from_millis(5);
-/// How long each roll-call round waits before probing again.
-const ROLL_CALL_ROUND: Duration = Duration::from_millis(250);
 
 /// How fast the senders send, in total.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -120,8 +152,12 @@ impl fmt::Display for Rate {
 /// What to run. Build one with [`BenchConfig::new`] and adjust the fields.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
-    /// The server, speaking the plain-text protocol (no TLS).
+    /// The server, speaking the text protocol.
     pub addr: SocketAddr,
+    /// Speak TLS to it, with these settings.
+    pub tls: Option<TlsTarget>,
+    /// The server's process id, to report its CPU and memory (Linux).
+    pub server_pid: Option<u32>,
     /// Clients to connect; all of them receive. At least 2.
     pub clients: usize,
     /// How many of the clients also send (the first ones). 1 to `clients`.
@@ -141,6 +177,20 @@ pub struct BenchConfig {
     pub grace: Duration,
     /// How long connecting and greeting every client may take in total.
     pub connect_timeout: Duration,
+    /// Extra clients that join before the start and then do not read
+    /// (see [`slow`]); not measured.
+    pub slow: usize,
+    /// Bytes per second each slow client reads; `None` for none at all.
+    pub slow_rate: Option<u64>,
+    /// Extra clients that join at once during the measured window, stay
+    /// for `churn_hold`, then quit at once (see [`churn`]); not measured.
+    pub churn: usize,
+    /// When the churn wave starts, after the measured window opened;
+    /// `None` for a quarter of `duration`.
+    pub churn_at: Option<Duration>,
+    /// How long the churn wave stays once all of it is in the room; `None`
+    /// for a quarter of `duration`.
+    pub churn_hold: Option<Duration>,
     /// No progress display on stderr.
     pub quiet: bool,
 }
@@ -152,6 +202,8 @@ impl BenchConfig {
     pub fn new(addr: SocketAddr) -> BenchConfig {
         BenchConfig {
             addr,
+            tls: None,
+            server_pid: None,
             clients: 100,
             senders: 10,
             rate: Rate::Max,
@@ -161,8 +213,23 @@ impl BenchConfig {
             warmup: Duration::from_secs(1),
             grace: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(10),
+            slow: 0,
+            slow_rate: None,
+            churn: 0,
+            churn_at: None,
+            churn_hold: None,
             quiet: false,
         }
+    }
+
+    /// When the churn wave starts, after the measured window opened.
+    pub fn churn_at(&self) -> Duration {
+        self.churn_at.unwrap_or(self.duration / 4)
+    }
+
+    /// How long the churn wave stays.
+    pub fn churn_hold(&self) -> Duration {
+        self.churn_hold.unwrap_or(self.duration / 4)
     }
 
     /// Checks the settings; [`run`] does this first.
@@ -198,6 +265,18 @@ impl BenchConfig {
         if self.connect_timeout.is_zero() {
             return bad("connect timeout must be more than zero".into());
         }
+        let total = (self.clients.checked_add(self.slow)).and_then(|n| n.checked_add(self.churn));
+        if total.is_none_or(|n| n > MAX_CLIENTS) {
+            return bad(format!(
+                "clients, slow clients and churn clients together must be at most {MAX_CLIENTS}"
+            ));
+        }
+        if self.slow_rate == Some(0) {
+            return bad("a slow client's read rate must be more than zero bytes per second".into());
+        }
+        if self.churn > 0 && self.churn_at() >= self.duration {
+            return bad("the churn wave must start inside the measured window".into());
+        }
         Ok(())
     }
 }
@@ -214,10 +293,18 @@ pub enum BenchError {
         #[source]
         source: std::io::Error,
     },
+    #[error("client {client} cannot finish the TLS handshake: {reason}")]
+    Tls { client: usize, reason: String },
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error("cannot hold {wanted} connections: {detail}")]
+    FileLimit { wanted: usize, detail: String },
     #[error("client {client} was refused: {line}")]
     Refused { client: usize, line: String },
     #[error("client {client} lost its connection before it was greeted: {reason}")]
     Closed { client: usize, reason: String },
+    #[error("slow client {client} could not join: {reason}")]
+    Slow { client: usize, reason: String },
     #[error("only {ready} of {wanted} clients were connected and greeted within {timeout:?}")]
     ConnectTimeout {
         ready: usize,
@@ -229,62 +316,56 @@ pub enum BenchError {
 /// Runs one benchmark. See the [module documentation](self).
 pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
     cfg.validate()?;
+    let watch = match cfg.server_pid {
+        Some(pid) => Some(Watch::start(Process::open(pid)?)?),
+        None => None,
+    };
     let origin = Instant::now();
     let shared = Arc::new(Shared::new(cfg, origin));
-    let progress = Progress::new(cfg);
+    let progress = Progress::new(cfg.quiet, cfg.clients);
     // Whatever happens, the receivers stop when this function returns, and
-    // dropping `tasks` aborts anything left, closing every socket.
+    // dropping the fleet aborts anything left, closing every socket.
     let cancel = CancellationToken::new();
     let _stop_receivers = cancel.clone().drop_guard();
-    let mut tasks = JoinSet::new();
+    let connector = Connector::new(cfg.addr, cfg.tls.as_ref());
+    let mut fleet = Fleet::new(
+        connector.clone(),
+        shared.clone(),
+        cancel.clone(),
+        cfg.clients,
+    );
 
     // Connect and greet everyone.
-    let (ready_tx, mut ready_rx) = mpsc::channel(cfg.clients.min(1024));
-    let connect_slots = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
-    for idx in 0..cfg.clients {
-        let task = ClientTask {
-            idx,
-            addr: cfg.addr,
-            shared: shared.clone(),
-            connect_slots: connect_slots.clone(),
-            ready_tx: ready_tx.clone(),
-            cancel: cancel.clone(),
-        };
-        tasks.spawn(async move { (idx, task.run().await) });
-    }
-    drop(ready_tx);
     let connect_deadline = tokio::time::Instant::from_std(origin + cfg.connect_timeout);
-    let mut writers: Vec<Option<_>> = (0..cfg.clients).map(|_| None).collect();
-    let mut tcp_times = Vec::with_capacity(cfg.clients);
-    let mut ready_times = Vec::with_capacity(cfg.clients);
-    let mut greeted = 0;
-    let mut ready = 0;
-    while ready < cfg.clients {
-        let timed_out = || BenchError::ConnectTimeout {
-            ready,
-            wanted: cfg.clients,
-            timeout: cfg.connect_timeout,
-        };
-        match tokio::time::timeout_at(connect_deadline, ready_rx.recv()).await {
-            Err(_) | Ok(None) => return Err(timed_out()),
-            Ok(Some(Err(e))) => return Err(e),
-            Ok(Some(Ok(r))) => {
-                writers[r.idx] = Some(r.writer);
-                tcp_times.push(r.tcp);
-                ready_times.push(r.ready);
-                greeted += usize::from(r.greeted);
-                ready += 1;
-                progress.connecting(ready, cfg.clients);
-            }
-        }
-    }
-    drop(ready_rx);
+    fleet
+        .connect_all(connect_deadline, cfg.connect_timeout, &progress)
+        .await?;
     let all_ready = Instant::now();
-    let mut connect = ConnectStats::new(all_ready - origin, &mut tcp_times, &mut ready_times);
-    connect.greeted = greeted;
+    let mut connect = fleet.connect_stats(all_ready - origin);
+    let joiner = |recv_buffer| Joiner {
+        connector: connector.clone(),
+        silent: shared.greet_mode.load(Ordering::Relaxed) == GREET_SILENT,
+        recv_buffer,
+    };
+    let slow = if cfg.slow > 0 {
+        progress.phase(format!("connecting {} slow clients", cfg.slow));
+        let slow = SlowClients::join(
+            joiner(Some(slow::RECV_BUFFER)),
+            cfg.slow,
+            cfg.slow_rate,
+            shared.clone(),
+            cancel.clone(),
+            connect_deadline,
+        )
+        .await?;
+        Some(slow)
+    } else {
+        None
+    };
     // Let the join notices of the connect phase drain, so that they neither
     // count as unparsed lines nor delay the first messages. Not fatal if the
     // connect deadline passes first: any stragglers are then counted.
+    progress.phase("reading join notices");
     while shared.settled.load(Ordering::Acquire) < cfg.clients
         && tokio::time::Instant::now() < connect_deadline
     {
@@ -292,14 +373,16 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
     }
     // A server that sends no greeting gives no sign that it has taken a
     // client into the room: a completed TCP connect only means the kernel
-    // queued it, and `ncat --chat` admits its queue one by one, seconds
-    // later with 100 clients. Messages sent before then miss the clients
-    // not yet admitted, and in a closed loop those messages hold their
-    // window slots for good. So hold a roll call first.
-    if greeted < cfg.clients {
-        let (rounds, complete) = roll_call(&shared, &mut writers, connect_deadline).await;
+    // queued it, and `ncat --chat` admits its queue one by one. Messages
+    // sent before then miss the clients not yet admitted, and in a closed
+    // loop those messages hold their window slots for good. So hold a roll
+    // call first.
+    if !fleet.all_greeted() {
+        progress.phase("roll call");
+        let (rounds, complete, reconnects) = fleet.roll_call(connect_deadline).await;
         connect.roll_call_rounds = rounds;
         connect.roll_call_complete = complete;
+        connect.reconnects = reconnects;
     }
     connect.settle_ms = all_ready.elapsed().as_secs_f64() * 1e3;
 
@@ -313,15 +396,32 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
     };
     shared.set_timeline(timeline);
     let start = tokio::time::Instant::from_std(shared.instant(timeline.start_ns));
+    let warm = tokio::time::Instant::from_std(shared.instant(timeline.warm_ns));
     let end = tokio::time::Instant::from_std(shared.instant(timeline.end_ns));
     let hard_deadline = end + cfg.grace;
     let rate = match cfg.rate {
         Rate::PerSecond(r) => Some(r / cfg.senders as f64),
         Rate::Max => None,
     };
+    let churn = (cfg.churn > 0).then(|| {
+        let wave = Churn {
+            joiner: joiner(None),
+            clients: cfg.churn,
+            at: warm + cfg.churn_at(),
+            hold: cfg.churn_hold(),
+            deadline: hard_deadline,
+            shared: shared.clone(),
+            cancel: cancel.clone(),
+        };
+        tokio::spawn(wave.run())
+    });
     let mut senders = JoinSet::new();
-    for (idx, writer) in writers.iter_mut().enumerate().take(cfg.senders) {
-        let writer = writer.take().expect("every client is ready");
+    for idx in 0..cfg.senders {
+        // A client the roll call gave up on has no writer; it sends nothing
+        // and its silence shows up as loss.
+        let Some(writer) = fleet.take_writer(idx) else {
+            continue;
+        };
         let task = SendTask {
             idx,
             shared: shared.clone(),
@@ -335,26 +435,41 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
     progress.start(cfg.warmup + cfg.duration);
     let mut tick = tokio::time::interval_at(start + TICK, TICK);
     let mut last = (start, 0u64);
+    // The server's CPU time is read when the measured window opens.
+    let mut cpu_from = None;
+    let mut cpu_marked = watch.is_none();
+    if cfg.warmup.is_zero() && !cpu_marked {
+        cpu_from = watch.as_ref().and_then(Watch::sample);
+        cpu_marked = true;
+    }
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(end) => break,
+            _ = tokio::time::sleep_until(warm), if !cpu_marked => {
+                cpu_from = watch.as_ref().and_then(Watch::sample);
+                cpu_marked = true;
+            }
             now = tick.tick() => {
                 let delivered = shared.delivered.load(Ordering::Relaxed);
                 let per_sec = (delivered - last.1) as f64
                     / now.duration_since(last.0).as_secs_f64().max(1e-9);
                 last = (now, delivered);
-                let phase = if now < start + cfg.warmup { "warm-up" } else { "measuring" };
-                progress.running(now.duration_since(start), per_sec, phase);
+                let phase = if now < warm { "warm-up" } else { "measuring" };
+                progress.running(
+                    now.duration_since(start),
+                    &format!("{per_sec:.0} deliveries/s  {phase}"),
+                );
             }
         }
     }
+    let server_end = watch.as_ref().and_then(Watch::sample);
 
     // Let the senders finish their last writes, then wait for whatever is
     // still in flight.
     progress.draining();
     while let Ok(Some(joined)) = tokio::time::timeout_at(hard_deadline, senders.join_next()).await {
         if let Ok((idx, writer)) = joined {
-            writers[idx] = Some(writer);
+            fleet.put_writer(idx, writer);
         }
     }
     let written = || -> u64 {
@@ -375,80 +490,151 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
         tokio::time::sleep(DRAIN_POLL).await;
     };
 
+    // The churn wave ends by the hard deadline, measured clients still
+    // reading its notices meanwhile.
+    let churned = match churn {
+        Some(mut wave) => {
+            progress.phase("waiting for the churn wave to leave");
+            let until = hard_deadline + COLLECT_TIMEOUT;
+            let outcome = match tokio::time::timeout_at(until, &mut wave).await {
+                Ok(Ok(outcome)) => outcome,
+                Ok(Err(_)) | Err(_) => {
+                    wave.abort();
+                    ChurnOutcome::default()
+                }
+            };
+            Some(outcome)
+        }
+        None => None,
+    };
+
     // Stop everyone and collect their counts.
     cancel.cancel();
     senders.abort_all();
-    let mut stats: Vec<RecvStats> = vec![RecvStats::default(); cfg.clients];
-    let collect_deadline = tokio::time::Instant::now() + COLLECT_TIMEOUT;
-    while let Ok(Some(joined)) = tokio::time::timeout_at(collect_deadline, tasks.join_next()).await
-    {
-        if let Ok((idx, s)) = joined {
-            stats[idx] = s;
-        }
-    }
-    tasks.abort_all();
-    drop(writers);
+    let stats = fleet.collect(COLLECT_TIMEOUT).await;
+    let slowed = match slow {
+        Some(slow) => Some(slow.collect(COLLECT_TIMEOUT).await),
+        None => None,
+    };
     progress.finish();
 
-    Ok(build_report(cfg, &shared, connect, &stats, drained))
+    let server = watch.map(|w| server_stats(&w, cpu_from, server_end));
+    let mut report = build_report(cfg, &shared, connect, &stats, drained);
+    report.server = server;
+    report.slow = slowed.map(|s| slow_stats(cfg, &shared, timeline, &s));
+    report.churn = churned.map(|c| churn_stats(cfg, &shared, timeline, &c));
+    report.latency_series = shared.with_series(|s| s.report());
+    report.check();
+    Ok(report)
 }
 
-/// Has clients 0 and 1 send probe lines, round after round, until every
-/// client has received a probe of the latest round: a relay passes a line
-/// on only to the clients it has admitted, so then everyone is admitted
-/// (and has read the announcements the relay sent before). Clients that
-/// missed a round nudge the server with a line of their own. Returns the
-/// rounds sent and whether the roll call completed before `deadline`; if it
-/// did not, the run goes ahead and any clients still outside show up as
-/// loss.
-async fn roll_call(
+/// Seconds from the opening of the measured window to `ns`.
+fn since_warm(timeline: Timeline, ns: u64) -> f64 {
+    (ns as f64 - timeline.warm_ns as f64) / 1e9
+}
+
+/// The slow clients' figures: evictions as the measured clients read them,
+/// or as a reading slow client saw its connection end.
+fn slow_stats(
+    cfg: &BenchConfig,
     shared: &Shared,
-    writers: &mut [Option<tokio::net::tcp::OwnedWriteHalf>],
-    deadline: tokio::time::Instant,
-) -> (u32, bool) {
-    use tokio::io::AsyncWriteExt;
-    let mut round: u64 = 0;
-    loop {
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
-            return (round as u32, false);
+    timeline: Timeline,
+    outcomes: &[SlowOutcome],
+) -> SlowStats {
+    let mut evicted_at: Vec<f64> = shared
+        .slow_evictions()
+        .into_iter()
+        .zip(outcomes)
+        .filter_map(|(seen, o)| match (seen, o.closed_ns) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+        .map(|ns| since_warm(timeline, ns))
+        .collect();
+    evicted_at.sort_by(f64::total_cmp);
+    SlowStats {
+        clients: cfg.slow,
+        read_rate: cfg.slow_rate,
+        evicted: evicted_at.len(),
+        evicted_at_secs: evicted_at,
+        bytes_read: outcomes.iter().map(|o| o.bytes_read).sum(),
+    }
+}
+
+/// The churn wave's figures, with the measured clients' latency during its
+/// joins, during its leaves, and otherwise.
+fn churn_stats(
+    cfg: &BenchConfig,
+    shared: &Shared,
+    timeline: Timeline,
+    c: &ChurnOutcome,
+) -> ChurnStats {
+    let offset = |ns: u64| Duration::from_nanos(ns.saturating_sub(timeline.warm_ns));
+    let joins = (offset(c.join_from_ns), offset(c.join_to_ns));
+    let leaves = (offset(c.leave_from_ns), offset(c.leave_to_ns));
+    let windows = shared.with_series(|s| {
+        (
+            s.window(joins.0, joins.1),
+            s.window(leaves.0, leaves.1),
+            s.outside(&[joins, leaves]),
+        )
+    });
+    let empty = WindowLatency {
+        from_secs: 0.0,
+        to_secs: 0.0,
+        samples: 0,
+        p50_ms: 0.0,
+        p99_ms: 0.0,
+        p999_ms: 0.0,
+        max_ms: 0.0,
+    };
+    let (during_joins, during_leaves, outside) = match (c.started, windows) {
+        (true, Some(w)) => w,
+        _ => (empty.clone(), empty.clone(), empty),
+    };
+    // A wave that never began has no times.
+    let secs = |ns| {
+        if c.started {
+            since_warm(timeline, ns)
+        } else {
+            0.0
         }
-        // Clients that missed the whole last round may not be admitted at
-        // all: when the server's accept queue overflows, Linux drops the
-        // client's final handshake ACK, and a client that only listens
-        // stays half-open for good. Any data it sends completes the
-        // handshake, so such clients send a probe of round 0 (which counts
-        // for nothing).
-        let mut nudge = Vec::new();
-        token::write_probe(&mut nudge, 0);
-        for (idx, writer) in writers.iter_mut().enumerate().skip(2) {
-            if round > 0 && shared.probe_seen[idx].load(Ordering::Acquire) < round {
-                if let Some(writer) = writer {
-                    // A failed write surfaces later as a disconnect or loss.
-                    let _ = tokio::time::timeout_at(deadline, writer.write_all(&nudge)).await;
-                }
-            }
-        }
-        round += 1;
-        let mut line = Vec::new();
-        token::write_probe(&mut line, round);
-        for writer in writers.iter_mut().take(2).flatten() {
-            let _ = tokio::time::timeout_at(deadline, writer.write_all(&line)).await;
-        }
-        let round_end = (now + ROLL_CALL_ROUND).min(deadline);
-        loop {
-            if shared
-                .probe_seen
-                .iter()
-                .all(|seen| seen.load(Ordering::Acquire) >= round)
-            {
-                return (round as u32, true);
-            }
-            if tokio::time::Instant::now() >= round_end {
-                break;
-            }
-            tokio::time::sleep(DRAIN_POLL).await;
-        }
+    };
+    ChurnStats {
+        clients: cfg.churn,
+        started: c.started,
+        join_from_secs: secs(c.join_from_ns),
+        join_to_secs: secs(c.join_to_ns),
+        joined: c.joined,
+        leave_from_secs: secs(c.leave_from_ns),
+        leave_to_secs: secs(c.leave_to_ns),
+        left: c.left,
+        failed: c.failed,
+        first_error: c.first_error.clone(),
+        during_joins,
+        during_leaves,
+        outside,
+    }
+}
+
+/// The server's figures for the measured window, from the samples taken
+/// at its start and end (the last good sample if the process was lost).
+fn server_stats(
+    watch: &Watch,
+    from: Option<process::Sample>,
+    to: Option<process::Sample>,
+) -> ServerStats {
+    let first = watch.first();
+    let from = from.unwrap_or(first);
+    let to = to.unwrap_or(from);
+    ServerStats {
+        pid: watch.pid(),
+        cpu_percent: process::cpu_percent(&from, &to),
+        cpu_secs: (to.cpu_secs - from.cpu_secs).max(0.0),
+        rss_start_bytes: first.rss_bytes,
+        rss_peak_bytes: watch.peak_rss(),
+        rss_end_bytes: to.rss_bytes,
+        lost: watch.lost(),
     }
 }
 
@@ -488,6 +674,7 @@ fn build_report(
     Report {
         settings: Settings {
             addr: cfg.addr,
+            tls: cfg.tls.is_some(),
             clients: cfg.clients,
             senders: cfg.senders,
             rate: match cfg.rate {
@@ -499,6 +686,8 @@ fn build_report(
             duration_secs: secs,
             warmup_secs: cfg.warmup.as_secs_f64(),
             grace_secs: cfg.grace.as_secs_f64(),
+            slow: cfg.slow,
+            churn: cfg.churn,
         },
         connect,
         messages_sent,
@@ -516,71 +705,20 @@ fn build_report(
         duplicates: sum(|s| s.duplicates),
         order_violations: sum(|s| s.order_violations),
         unparsed_lines: sum(|s| s.unparsed_lines),
+        notices: NoticeStats {
+            joined: sum(|s| s.joins_seen),
+            left: sum(|s| s.leaves_seen),
+            disconnected: sum(|s| s.disconnects_seen),
+        },
         malformed_tokens: sum(|s| s.malformed_tokens),
         unexpected_tokens: sum(|s| s.unexpected_tokens),
         disconnects,
         drained,
         latency: LatencyStats::from_histogram(&shared.latency()),
-    }
-}
-
-/// The progress bar on stderr, or nothing when quiet.
-struct Progress {
-    bar: Option<ProgressBar>,
-}
-
-impl Progress {
-    fn new(cfg: &BenchConfig) -> Progress {
-        if cfg.quiet {
-            return Progress { bar: None };
-        }
-        let bar =
-            ProgressBar::with_draw_target(Some(cfg.clients as u64), ProgressDrawTarget::stderr());
-        if let Ok(style) = ProgressStyle::with_template("{bar:32.cyan/blue} {msg}") {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.set_message(format!("connecting 0/{}", cfg.clients));
-        Progress { bar: Some(bar) }
-    }
-
-    fn connecting(&self, ready: usize, total: usize) {
-        if let Some(bar) = &self.bar {
-            bar.set_position(ready as u64);
-            bar.set_message(format!("connecting {ready}/{total}"));
-        }
-    }
-
-    fn start(&self, total: Duration) {
-        if let Some(bar) = &self.bar {
-            bar.set_length(total.as_millis().max(1) as u64);
-            bar.set_position(0);
-            bar.set_message(format!("0.0/{:.1} s", total.as_secs_f64()));
-        }
-    }
-
-    fn running(&self, elapsed: Duration, per_sec: f64, phase: &str) {
-        if let Some(bar) = &self.bar {
-            let total = bar.length().unwrap_or(0) as f64 / 1e3;
-            bar.set_position(elapsed.as_millis() as u64);
-            bar.set_message(format!(
-                "{:.1}/{total:.1} s  {per_sec:.0} deliveries/s  {phase}",
-                elapsed.as_secs_f64()
-            ));
-        }
-    }
-
-    fn draining(&self) {
-        if let Some(bar) = &self.bar {
-            if let Some(len) = bar.length() {
-                bar.set_position(len);
-            }
-            bar.set_message("waiting for messages in flight");
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
+        server: None,
+        slow: None,
+        churn: None,
+        latency_series: None,
+        warnings: Vec::new(),
     }
 }

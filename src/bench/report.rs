@@ -7,6 +7,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+pub use super::series::{LatencySeries, WindowLatency};
+
 /// Everything a run measured. Serialises to JSON for `--out`.
 ///
 /// Counts of messages, deliveries, loss and latency cover only messages
@@ -37,16 +39,21 @@ pub struct Report {
     /// Messages that arrived after a later message from the same sender,
     /// per receiver.
     pub order_violations: u64,
-    /// Lines received after the start that held no valid token: server
-    /// notices, errors, garbage, over-long lines.
+    /// Lines received after the start that held no valid token and were
+    /// no membership notice (see `notices`): other server notices, errors,
+    /// garbage, over-long lines.
     pub unparsed_lines: u64,
+    /// Notices that someone joined, left or was disconnected, read by the
+    /// measured clients after the start (each client's copy counts).
+    pub notices: NoticeStats,
     /// Of `unparsed_lines`, those with the token marker `#b:` but no
     /// well-formed token after it.
     pub malformed_tokens: u64,
     /// Well-formed tokens this run did not send to that receiver (unknown
     /// sender or sequence number, or the receiver's own message echoed).
     pub unexpected_tokens: u64,
-    /// Clients whose connection failed or was closed before the end.
+    /// Measured clients whose connection failed or was closed before the
+    /// end (slow and churn clients are reported apart).
     pub disconnects: u64,
     /// Whether every message sent arrived everywhere before the grace
     /// period ran out.
@@ -54,12 +61,107 @@ pub struct Report {
     /// End-to-end latency of `deliveries`, from the send time embedded in
     /// the token to the read that returned the line.
     pub latency: LatencyStats,
+    /// The server's CPU and memory, with `--server-pid`.
+    pub server: Option<ServerStats>,
+    /// The slow clients, with `--slow`.
+    pub slow: Option<SlowStats>,
+    /// The join and leave wave, with `--churn`.
+    pub churn: Option<ChurnStats>,
+    /// Latency of the measured messages by send time, in steps across the
+    /// measured window (with `--slow` or `--churn`).
+    pub latency_series: Option<LatencySeries>,
+    /// Why the figures above may not mean what they seem; see
+    /// [`Report::measured`]. Empty for a clean run.
+    pub warnings: Vec<String>,
+}
+
+/// Membership notices the measured clients read after the start.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NoticeStats {
+    /// `* NICK joined ROOM` (ncat: `... is connected as <userN>.`).
+    pub joined: u64,
+    /// `* NICK left ROOM`, `* NICK quit`.
+    pub left: u64,
+    /// `* NICK was disconnected (WHY)`: evictions among them (ncat:
+    /// `<userN> is disconnected.`).
+    pub disconnected: u64,
+}
+
+/// The slow clients (`--slow`): extra clients that joined before the start
+/// and then did not read (or read a trickle). Not measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlowStats {
+    pub clients: usize,
+    /// Bytes per second each read; `None` (JSON `null`): none at all.
+    pub read_rate: Option<u64>,
+    /// Slow clients the server disconnected during the run: a measured
+    /// client read the server's notice of it, or a reading slow client
+    /// saw its connection end.
+    pub evicted: usize,
+    /// When, for each of those, in seconds since the measured window
+    /// opened (negative: during the warm-up), earliest first.
+    pub evicted_at_secs: Vec<f64>,
+    /// Bytes the slow clients read in all.
+    pub bytes_read: u64,
+}
+
+/// The churn wave (`--churn`): extra clients joining at once, staying,
+/// and quitting at once. Times are seconds since the measured window
+/// opened.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChurnStats {
+    pub clients: usize,
+    /// Whether the wave began before the run ended.
+    pub started: bool,
+    /// The first connect of the wave.
+    pub join_from_secs: f64,
+    /// The last of the wave in the room (or the wait given up).
+    pub join_to_secs: f64,
+    /// Clients of the wave that were in the room.
+    pub joined: usize,
+    /// All told to quit.
+    pub leave_from_secs: f64,
+    /// The last connection closed by the server.
+    pub leave_to_secs: f64,
+    /// Clients whose quit the server completed by closing the connection.
+    pub left: usize,
+    /// Clients that did not join, or did not leave cleanly.
+    pub failed: usize,
+    pub first_error: Option<String>,
+    /// Latency of the measured messages sent while the wave joined.
+    pub during_joins: WindowLatency,
+    /// Latency of the measured messages sent while the wave left.
+    pub during_leaves: WindowLatency,
+    /// Latency of every other measured message.
+    pub outside: WindowLatency,
+}
+
+/// The server process during a run (`--server-pid`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerStats {
+    pub pid: u32,
+    /// CPU time (user + system) over the measured window, as a percentage
+    /// of one core: 200 means both cores of a 2-core machine were busy.
+    pub cpu_percent: f64,
+    /// CPU seconds used in the measured window.
+    pub cpu_secs: f64,
+    /// Resident memory before the first client connected.
+    pub rss_start_bytes: u64,
+    /// Highest resident memory sampled (every 100 ms) during the run.
+    pub rss_peak_bytes: u64,
+    /// Resident memory at the end of the measured window.
+    pub rss_end_bytes: u64,
+    /// The process could not be read any more before the run ended (it
+    /// exited or crashed); the figures stop at the last good sample.
+    pub lost: bool,
 }
 
 /// The settings of a run, as reported.
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
     pub addr: SocketAddr,
+    /// Whether the clients spoke TLS.
+    pub tls: bool,
     pub clients: usize,
     pub senders: usize,
     /// Total messages per second over all senders; `None` (JSON `null`)
@@ -71,6 +173,10 @@ pub struct Settings {
     pub duration_secs: f64,
     pub warmup_secs: f64,
     pub grace_secs: f64,
+    /// Slow clients besides `clients` (`--slow`).
+    pub slow: usize,
+    /// Clients of the churn wave besides `clients` (`--churn`).
+    pub churn: usize,
 }
 
 /// Connection set-up.
@@ -81,7 +187,8 @@ pub struct ConnectStats {
     /// Clients that saw an rchat greeting (0 against a server that sends
     /// none, such as `ncat --chat`).
     pub greeted: usize,
-    /// TCP connect time per connection.
+    /// Connect time per connection (TCP, plus the TLS handshake if any),
+    /// from when the client may start connecting.
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
@@ -98,6 +205,10 @@ pub struct ConnectStats {
     /// Whether the roll call reached every client in time. If not, clients
     /// the server had not admitted yet show up as loss.
     pub roll_call_complete: bool,
+    /// Clients connected again because the server closed them while
+    /// letting them in, or the roll call never reached them (only against
+    /// servers that send no greeting).
+    pub reconnects: u32,
 }
 
 /// Latency percentiles, in milliseconds.
@@ -110,6 +221,17 @@ pub struct LatencyStats {
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub max_ms: f64,
+    /// The latency distribution, for plotting: points of increasing
+    /// percentile, denser towards the tail.
+    pub cdf: Vec<CdfPoint>,
+}
+
+/// One point of a latency distribution: `percentile`% of the samples took
+/// at most `latency_ms`.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct CdfPoint {
+    pub percentile: f64,
+    pub latency_ms: f64,
 }
 
 impl ConnectStats {
@@ -127,6 +249,7 @@ impl ConnectStats {
             settle_ms: 0.0,
             roll_call_rounds: 0,
             roll_call_complete: true,
+            reconnects: 0,
         }
     }
 }
@@ -143,8 +266,23 @@ impl LatencyStats {
                 p99_ms: 0.0,
                 p999_ms: 0.0,
                 max_ms: 0.0,
+                cdf: Vec::new(),
             };
         }
+        // Halving the distance to 100% each step, CDF_STEPS points per half:
+        // fine detail in the tail, where latency plots are read.
+        let mut cdf: Vec<CdfPoint> = h
+            .iter_quantiles(CDF_STEPS)
+            .map(|v| CdfPoint {
+                percentile: v.quantile_iterated_to() * 100.0,
+                latency_ms: ns(v.value_iterated_to()),
+            })
+            .take_while(|p| p.percentile < 100.0)
+            .collect();
+        cdf.push(CdfPoint {
+            percentile: 100.0,
+            latency_ms: ns(h.max()),
+        });
         LatencyStats {
             samples: h.len(),
             mean_ms: h.mean() / 1e6,
@@ -153,9 +291,13 @@ impl LatencyStats {
             p99_ms: ns(h.value_at_quantile(0.99)),
             p999_ms: ns(h.value_at_quantile(0.999)),
             max_ms: ns(h.max()),
+            cdf,
         }
     }
 }
+
+/// Points per halving of the distance to 100% in [`LatencyStats::cdf`].
+const CDF_STEPS: u32 = 8;
 
 /// Nearest-rank percentile of sorted values.
 fn percentile(sorted: &[Duration], q: f64) -> Duration {
@@ -191,8 +333,12 @@ impl Report {
         row(
             "target",
             format!(
-                "{}, {} clients ({} sending), rate {rate}, window {window}, {} B messages",
-                s.addr, s.clients, s.senders, s.size
+                "{}{}, {} clients ({} sending), rate {rate}, window {window}, {} B messages",
+                s.addr,
+                if s.tls { " (TLS)" } else { "" },
+                s.clients,
+                s.senders,
+                s.size
             ),
         );
         row(
@@ -220,8 +366,11 @@ impl Report {
                 c.settle_ms,
                 match (c.roll_call_rounds, c.roll_call_complete) {
                     (0, _) => String::new(),
-                    (n, true) => format!(" (roll call: {n} rounds)"),
-                    (n, false) => format!(" (roll call incomplete after {n} rounds)"),
+                    (n, true) => format!(" (roll call: {n} rounds{})", reconnected(c.reconnects)),
+                    (n, false) => format!(
+                        " (roll call incomplete after {n} rounds{})",
+                        reconnected(c.reconnects)
+                    ),
                 }
             ),
         );
@@ -245,16 +394,20 @@ impl Report {
         );
         row(
             "loss",
-            format!(
-                "{} ({:.3}%){}",
-                self.loss,
-                self.loss_ratio * 100.0,
-                if self.drained {
-                    ""
-                } else {
-                    "; grace period ran out before everything arrived"
-                }
-            ),
+            if self.measured() {
+                format!(
+                    "{} ({:.3}%){}",
+                    self.loss,
+                    self.loss_ratio * 100.0,
+                    if self.drained {
+                        ""
+                    } else {
+                        "; grace period ran out before everything arrived"
+                    }
+                )
+            } else {
+                "unknown: nothing was sent in the measured window".to_string()
+            },
         );
         row("duplicates", self.duplicates.to_string());
         row("out of order", self.order_violations.to_string());
@@ -266,19 +419,243 @@ impl Report {
             ),
         );
         row("disconnects", self.disconnects.to_string());
+        let n = &self.notices;
+        if n.joined + n.left + n.disconnected > 0 {
+            row(
+                "notices",
+                format!(
+                    "{} joined, {} left, {} disconnected (as read by the measured clients)",
+                    n.joined, n.left, n.disconnected
+                ),
+            );
+        }
         row(
             "latency",
-            format!(
-                "p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms ({} samples)",
-                l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.samples
-            ),
+            if l.samples == 0 {
+                "no samples".to_string()
+            } else {
+                format!(
+                    "p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms ({} samples)",
+                    l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.samples
+                )
+            },
         );
+        if let Some(srv) = &self.server {
+            row(
+                "server",
+                format!(
+                    "pid {}: CPU {:.0}% of one core; RSS {} at start, {} peak, {} at end{}",
+                    srv.pid,
+                    srv.cpu_percent,
+                    fmt_bytes(srv.rss_start_bytes as f64),
+                    fmt_bytes(srv.rss_peak_bytes as f64),
+                    fmt_bytes(srv.rss_end_bytes as f64),
+                    if srv.lost { " (process lost)" } else { "" }
+                ),
+            );
+        }
+        if let Some(slow) = &self.slow {
+            row("slow clients", slow.summary());
+        }
+        if let Some(c) = &self.churn {
+            row("churn", c.summary());
+            if c.started {
+                row("  during joins", window_line(&c.during_joins));
+                row("  during leaves", window_line(&c.during_leaves));
+                row("  otherwise", window_line(&c.outside));
+            }
+        }
+        if let Some(series) = &self.latency_series {
+            row("p99 per second", p99_line(series));
+        }
+        for w in &self.warnings {
+            row("WARNING", w.clone());
+        }
         out
+    }
+
+    /// Whether the run measured anything: some message was sent inside the
+    /// measured window. A run that did not (every sender stalled, say) has
+    /// no loss, throughput or latency to report, whatever its zeros say.
+    pub fn measured(&self) -> bool {
+        self.expected_deliveries > 0
+    }
+
+    /// Fills [`Report::warnings`] from the figures.
+    pub(crate) fn check(&mut self) {
+        let mut w = Vec::new();
+        if !self.measured() {
+            w.push(format!(
+                "nothing was measured: no message was sent in the {:.1} s window \
+                 ({} sent in the warm-up); the senders stalled, so loss, throughput \
+                 and latency mean nothing",
+                self.settings.duration_secs, self.warmup_messages
+            ));
+        }
+        if self.measured() && self.deliveries == 0 {
+            w.push(
+                "no message of the measured window arrived anywhere: there is no latency \
+                 to report"
+                    .to_string(),
+            );
+        }
+        if !self.connect.roll_call_complete {
+            w.push(
+                "the roll call did not reach every client: the server had not admitted \
+                 them all when the run started"
+                    .to_string(),
+            );
+        }
+        if !self.drained {
+            w.push("the grace period ran out before every message arrived".to_string());
+        }
+        if self.disconnects > 0 {
+            w.push(format!(
+                "{} clients lost their connection during the run",
+                self.disconnects
+            ));
+        }
+        if let Some(slow) = &self.slow {
+            if slow.evicted < slow.clients {
+                w.push(format!(
+                    "{} of {} slow clients were not seen to be disconnected by the server",
+                    slow.clients - slow.evicted,
+                    slow.clients
+                ));
+            }
+        }
+        if let Some(c) = &self.churn {
+            if !c.started {
+                w.push("the churn wave did not begin before the run ended".to_string());
+            } else if c.joined < c.clients || c.left < c.clients || c.failed > 0 {
+                w.push(format!(
+                    "churn: {} of {} clients joined and {} left cleanly{}",
+                    c.joined,
+                    c.clients,
+                    c.left,
+                    c.first_error
+                        .as_ref()
+                        .map(|e| format!(" (first failure: {e})"))
+                        .unwrap_or_default()
+                ));
+            }
+            if c.started && c.leave_to_secs > self.settings.duration_secs {
+                w.push(
+                    "the churn wave was still under way when the measured window closed; \
+                     messages sent after it are not measured"
+                        .to_string(),
+                );
+            }
+        }
+        if self.server.as_ref().is_some_and(|s| s.lost) {
+            w.push("the server process could not be read any more during the run".to_string());
+        }
+        self.warnings = w;
+    }
+}
+
+impl SlowStats {
+    fn summary(&self) -> String {
+        let reading = match self.read_rate {
+            None => "never reading".to_string(),
+            Some(r) => format!(
+                "reading {}/s, {} read",
+                fmt_bytes(r as f64),
+                fmt_bytes(self.bytes_read as f64)
+            ),
+        };
+        let when = match (self.evicted_at_secs.first(), self.evicted_at_secs.last()) {
+            (Some(a), Some(b)) if self.evicted > 1 => format!(", {a:.2} s to {b:.2} s"),
+            (Some(a), _) => format!(", at {a:.2} s"),
+            _ => String::new(),
+        };
+        format!(
+            "{} ({reading}): {} disconnected by the server{when} into the measured window",
+            self.clients, self.evicted
+        )
+    }
+}
+
+impl ChurnStats {
+    fn summary(&self) -> String {
+        if !self.started {
+            return format!("{} clients: the wave never began", self.clients);
+        }
+        format!(
+            "{} clients: joined from {:.2} s to {:.2} s ({} in the room), quit from {:.2} s to {:.2} s ({} left cleanly, {} failed)",
+            self.clients,
+            self.join_from_secs,
+            self.join_to_secs,
+            self.joined,
+            self.leave_from_secs,
+            self.leave_to_secs,
+            self.left,
+            self.failed
+        )
+    }
+}
+
+/// One window's latency on a line.
+fn window_line(w: &WindowLatency) -> String {
+    if w.samples == 0 {
+        return format!(
+            "no samples (messages sent {:.1}-{:.1} s)",
+            w.from_secs, w.to_secs
+        );
+    }
+    format!(
+        "p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms ({} samples, sent {:.1}-{:.1} s)",
+        w.p50_ms, w.p99_ms, w.p999_ms, w.max_ms, w.samples, w.from_secs, w.to_secs
+    )
+}
+
+/// The p99 of each second of the series, in ms, `-` where nothing was sent.
+fn p99_line(series: &LatencySeries) -> String {
+    let cells: Vec<String> = series
+        .p99_per_second_ms
+        .iter()
+        .map(|p| p.map_or_else(|| "-".to_string(), fmt_ms))
+        .collect();
+    format!("{} ms", cells.join(" "))
+}
+
+/// A latency with about three significant digits.
+fn fmt_ms(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else if v >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn reconnected(n: u32) -> String {
+    match n {
+        0 => String::new(),
+        n => format!(", {n} clients connected again"),
+    }
+}
+
+/// A byte count in KiB, MiB or GiB.
+pub(crate) fn fmt_bytes(b: f64) -> String {
+    const K: f64 = 1024.0;
+    let a = b.abs();
+    if a >= K * K * K {
+        format!("{:.2} GiB", b / (K * K * K))
+    } else if a >= K * K {
+        format!("{:.1} MiB", b / (K * K))
+    } else if a >= K {
+        format!("{:.1} KiB", b / K)
+    } else {
+        format!("{b:.0} B")
     }
 }
 
 /// A rate or count with no more precision than it deserves.
-fn fmt_num(x: f64) -> String {
+pub(crate) fn fmt_num(x: f64) -> String {
     if x >= 100.0 {
         format!("{x:.0}")
     } else {

@@ -5,9 +5,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::Instant;
 
+use super::conn::Writer;
 use super::shared::{Shared, Timeline};
 use super::token::Token;
 
@@ -19,7 +19,7 @@ const BATCH_MESSAGES: usize = 256;
 pub(crate) struct SendTask {
     pub(crate) idx: usize,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) writer: OwnedWriteHalf,
+    pub(crate) writer: Writer,
     pub(crate) timeline: Timeline,
     /// Messages per second for this sender, or `None` for as fast as the
     /// window allows.
@@ -31,7 +31,7 @@ pub(crate) struct SendTask {
 impl SendTask {
     /// Sends until the end of the timeline, then returns the write half, so
     /// that the connection stays open until the receivers are done.
-    pub(crate) async fn run(self) -> (usize, OwnedWriteHalf) {
+    pub(crate) async fn run(self) -> (usize, Writer) {
         let SendTask {
             idx,
             shared,
@@ -108,7 +108,13 @@ impl SendTask {
             // Receivers accept a sequence number only once it is issued, and
             // the window slots are armed before that.
             st.issued.store(seq + n, Ordering::Release);
-            match tokio::time::timeout_at(hard_deadline, writer.write_all(&buf)).await {
+            // The flush matters over TLS only: it pushes out a record that
+            // the TLS layer may still hold.
+            let write = async {
+                writer.write_all(&buf).await?;
+                writer.flush().await
+            };
+            match tokio::time::timeout_at(hard_deadline, write).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => {
                     st.failed.store(true, Ordering::Relaxed);

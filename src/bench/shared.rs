@@ -1,13 +1,17 @@
 //! State shared by every client task of one run: the clock, the timeline,
-//! per-sender counters and windows, and the latency histogram.
+//! per-sender counters and windows, the latency histogram (and its series
+//! over time, when kept), and what the measured clients learn about the
+//! slow clients' evictions.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use tokio::sync::Notify;
 
+use super::series::Series;
 use super::BenchConfig;
 
 /// Highest latency the histogram tracks exactly: one hour, in nanoseconds.
@@ -36,6 +40,10 @@ pub(crate) const GREET_SILENT: u8 = 2;
 pub(crate) struct Shared {
     origin: Instant,
     pub(crate) clients: usize,
+    /// Clients that join the room before the start: the measured ones and
+    /// the slow ones. Each measured client expects the join notices of
+    /// those that join after it (see `client::Settle`).
+    pub(crate) joiners: usize,
     pub(crate) senders: usize,
     pub(crate) window: usize,
     pub(crate) size: usize,
@@ -49,6 +57,13 @@ pub(crate) struct Shared {
     /// progress display and the end-of-run drain.
     pub(crate) delivered: AtomicU64,
     latency: Vec<Mutex<Histogram<u64>>>,
+    /// Latency by send time, with `--slow` or `--churn`.
+    series: Option<Mutex<Series>>,
+    /// The slow clients' nicks, by slow client, once they are in the room.
+    slow_nicks: OnceLock<HashMap<Vec<u8>, usize>>,
+    /// Per slow client, when a measured client first read that the server
+    /// disconnected it ([`UNSET`] if none did).
+    slow_evicted_ns: Vec<AtomicU64>,
     pub(crate) greet_mode: AtomicU8,
     /// Clients that have read every join notice they expect (see
     /// `client::Settle`).
@@ -116,9 +131,11 @@ impl Shared {
         let latency = (0..LATENCY_SHARDS)
             .map(|_| Mutex::new(new_histogram()))
             .collect();
+        let series = (cfg.slow > 0 || cfg.churn > 0).then(|| Mutex::new(Series::new(cfg.duration)));
         Shared {
             origin,
             clients: cfg.clients,
+            joiners: cfg.clients + cfg.slow,
             senders: cfg.senders,
             window: cfg.window,
             size: cfg.size,
@@ -129,6 +146,9 @@ impl Shared {
             per_sender,
             delivered: AtomicU64::new(0),
             latency,
+            series,
+            slow_nicks: OnceLock::new(),
+            slow_evicted_ns: (0..cfg.slow).map(|_| AtomicU64::new(UNSET)).collect(),
             greet_mode: AtomicU8::new(GREET_UNKNOWN),
             settled: AtomicUsize::new(0),
             probe_seen: (0..cfg.clients).map(|_| AtomicU64::new(0)).collect(),
@@ -165,17 +185,63 @@ impl Shared {
         })
     }
 
-    /// Records latencies (nanoseconds) into one shard of the histogram.
-    pub(crate) fn record_latencies(&self, shard: usize, samples: &[u64]) {
+    /// Records deliveries, each `(sent_ns, latency_ns)`, into one shard of
+    /// the histogram, and into the series if one is kept. `warm_ns` is
+    /// when the measured window opened.
+    pub(crate) fn record_latencies(&self, shard: usize, samples: &[(u64, u64)], warm_ns: u64) {
         if samples.is_empty() {
             return;
         }
-        let mut h = self.latency[shard % LATENCY_SHARDS]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for &ns in samples {
-            h.saturating_record(ns.clamp(1, MAX_LATENCY_NS));
+        {
+            let mut h = self.latency[shard % LATENCY_SHARDS]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for &(_, ns) in samples {
+                h.saturating_record(ns.clamp(1, MAX_LATENCY_NS));
+            }
         }
+        if let Some(series) = &self.series {
+            let mut series = series.lock().unwrap_or_else(|e| e.into_inner());
+            for &(sent_ns, ns) in samples {
+                series.record(sent_ns.saturating_sub(warm_ns), ns);
+            }
+        }
+    }
+
+    /// Runs `f` on the latency series, if one is kept.
+    pub(crate) fn with_series<T>(&self, f: impl FnOnce(&Series) -> T) -> Option<T> {
+        let series = self.series.as_ref()?;
+        let series = series.lock().unwrap_or_else(|e| e.into_inner());
+        Some(f(&series))
+    }
+
+    /// Remembers the slow clients' nicks (where the server gave one).
+    pub(crate) fn set_slow_nicks(&self, nicks: Vec<Option<Vec<u8>>>) {
+        let map = nicks
+            .into_iter()
+            .enumerate()
+            .filter_map(|(idx, nick)| Some((nick?, idx)))
+            .collect();
+        let _ = self.slow_nicks.set(map);
+    }
+
+    /// A measured client read that the server disconnected `nick` at
+    /// `now_ns`; if that is a slow client, remember when.
+    pub(crate) fn disconnected(&self, nick: &[u8], now_ns: u64) {
+        let Some(&idx) = self.slow_nicks.get().and_then(|m| m.get(nick)) else {
+            return;
+        };
+        if let Some(at) = self.slow_evicted_ns.get(idx) {
+            at.fetch_min(now_ns, Ordering::Relaxed);
+        }
+    }
+
+    /// Per slow client, when its eviction was first read, if it was.
+    pub(crate) fn slow_evictions(&self) -> Vec<Option<u64>> {
+        self.slow_evicted_ns
+            .iter()
+            .map(|at| Some(at.load(Ordering::Relaxed)).filter(|&ns| ns != UNSET))
+            .collect()
     }
 
     /// All recorded latencies, merged.

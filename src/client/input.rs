@@ -20,13 +20,17 @@ pub enum Action {
     Error(String),
 }
 
+/// The next request id, `c1`, `c2`, ...: one counter numbers typed
+/// requests and those the interface makes itself (history pages).
+pub fn fresh_id(next_id: &mut u64) -> String {
+    *next_id += 1;
+    format!("c{next_id}")
+}
+
 /// Translates a typed line. `room` is the room chat goes to; `next_id`
 /// numbers requests so acknowledgements can be matched.
 pub fn parse(line: &str, room: Option<&str>, next_id: &mut u64) -> Action {
-    let mut id = || {
-        *next_id += 1;
-        Some(format!("c{next_id}"))
-    };
+    let mut id = || Some(fresh_id(next_id));
     let in_room = |f: &dyn Fn(String) -> ClientMsg| match room {
         Some(r) => Action::Send(f(r.to_string())),
         None => Action::Error("you are not in a room; /join ROOM".into()),

@@ -2,8 +2,13 @@
 //! printed as readable lines. For scripts and pipes:
 //! `echo hi | rchat connect --plain --nick bot` sends one line, waits until
 //! the server has acknowledged it, and exits 0.
+//!
+//! Stored history (the replay on joining, and the answer to `/history [N]`,
+//! which asks for the room's last N messages) is printed as a delimited
+//! block, each message with its time, and its date when it is not from
+//! today. After a reconnect, replayed messages already printed are skipped.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
@@ -11,7 +16,9 @@ use tokio::sync::mpsc;
 
 use crate::client::conn::{Handle, Status, Update};
 use crate::client::input::{self, Action};
-use crate::proto::json::{ClientMsg, LeaveKind, ServerMsg};
+use crate::client::view::now_ms;
+use crate::clock;
+use crate::proto::json::{ClientMsg, HistoryEntry, LeaveKind, ServerMsg};
 use crate::proto::sanitize::clean;
 use crate::proto::text::HELP;
 
@@ -44,9 +51,63 @@ impl Printer {
         }
     }
 
-    /// One readable line for a server message, or None if it is not worth
-    /// showing (acks, keepalives).
-    pub fn line(&self, msg: &ServerMsg) -> Option<String> {
+    /// A chat line or action, after its time.
+    fn said(&self, time: &str, from: &str, text: &str, action: bool) -> String {
+        let time = self.dim(time);
+        if action {
+            format!("{time} * {} {}", self.nick(from), clean(text))
+        } else {
+            format!("{time} {}> {}", self.nick(from), clean(text))
+        }
+    }
+
+    /// Stored messages of `room` as a block: a header, each message with
+    /// its time (and date, if it is not from the day of `now_ms`), and an
+    /// end line. An empty replay prints nothing; an empty answer to
+    /// `/history` says there is nothing.
+    pub fn history(
+        &self,
+        room: &str,
+        messages: &[HistoryEntry],
+        requested: bool,
+        now_ms: u64,
+    ) -> Vec<String> {
+        let room = clean(room);
+        if messages.is_empty() {
+            return if requested {
+                vec![format!("* no history in {room} yet")]
+            } else {
+                Vec::new()
+            };
+        }
+        let n = messages.len();
+        let s = if n == 1 { "" } else { "s" };
+        let mut out = vec![format!(
+            "* history of {room}: last {n} message{s} (times are UTC)"
+        )];
+        out.extend(
+            messages
+                .iter()
+                .map(|m| self.said(&clock::stamp(m.ts, now_ms), &m.from, &m.text, m.action)),
+        );
+        out.push("* end of history".to_string());
+        out
+    }
+
+    /// Readable lines for a server message; none for those not worth
+    /// showing (acks, keepalives). `now_ms` decides which history messages
+    /// show their date.
+    pub fn lines(&self, msg: &ServerMsg, now_ms: u64) -> Vec<String> {
+        if let ServerMsg::History {
+            id, room, messages, ..
+        } = msg
+        {
+            return self.history(room, messages, id.is_some(), now_ms);
+        }
+        self.line(msg).into_iter().collect()
+    }
+
+    fn line(&self, msg: &ServerMsg) -> Option<String> {
         let line = match msg {
             ServerMsg::Welcome { nick, .. } => format!("* connected as {}", self.nick(nick)),
             ServerMsg::RoomState { room, members } => {
@@ -64,14 +125,7 @@ impl Printer {
                 text,
                 action,
                 ..
-            } => {
-                let time = self.dim(&clock(*ts));
-                if *action {
-                    format!("{time} * {} {}", self.nick(from), clean(text))
-                } else {
-                    format!("{time} {}> {}", self.nick(from), clean(text))
-                }
-            }
+            } => self.said(&clock::hhmm(*ts), from, text, *action),
             ServerMsg::Private { ts, from, text, .. } => format!(
                 "{} [private] {}> {}",
                 self.dim(&clock(*ts)),
@@ -100,8 +154,6 @@ impl Printer {
             ServerMsg::Renamed { old, new } => {
                 format!("* {} is now known as {}", self.nick(old), self.nick(new))
             }
-            // Shown by the client helper's history rendering (pending).
-            ServerMsg::History { .. } => return None,
             ServerMsg::Notice { text } => format!("* {}", clean(text)),
             ServerMsg::Error { message, .. } => format!("* error: {}", clean(message)),
             ServerMsg::Rooms { rooms, .. } => {
@@ -116,7 +168,10 @@ impl Printer {
                 format!("* {} ({}): {}", clean(room), names.len(), names.join(", "))
             }
             ServerMsg::Bye { reason } => format!("* {}", clean(reason)),
-            ServerMsg::Ack { .. } | ServerMsg::Ping { .. } | ServerMsg::Pong { .. } => return None,
+            ServerMsg::Ack { .. }
+            | ServerMsg::History { .. }
+            | ServerMsg::Ping { .. }
+            | ServerMsg::Pong { .. } => return None,
         };
         Some(line)
     }
@@ -124,8 +179,35 @@ impl Printer {
 
 /// `HH:MM` (UTC) from milliseconds since the epoch.
 pub fn clock(ts_ms: u64) -> String {
-    let mins = ts_ms / 60_000;
-    format!("{:02}:{:02}", (mins / 60) % 24, mins % 60)
+    clock::hhmm(ts_ms)
+}
+
+/// The newest `seq` printed per room (lower-cased), so that the replay
+/// after a reconnect prints only what was missed.
+#[derive(Debug, Default)]
+struct Printed {
+    newest: HashMap<String, u64>,
+}
+
+impl Printed {
+    fn saw(&mut self, room: &str, seq: u64) {
+        let n = self.newest.entry(room.to_ascii_lowercase()).or_insert(0);
+        *n = (*n).max(seq);
+    }
+
+    /// The messages of a replay not printed yet. A replay ending below what
+    /// was printed means the server numbers the room afresh (it restarted
+    /// without keeping history): all of it is new.
+    fn unseen(&mut self, room: &str, mut messages: Vec<HistoryEntry>) -> Vec<HistoryEntry> {
+        let key = room.to_ascii_lowercase();
+        let newest = self.newest.get(&key).copied().unwrap_or(0);
+        if messages.last().is_some_and(|m| m.seq < newest) {
+            self.newest.remove(&key);
+        } else {
+            messages.retain(|m| m.seq > newest);
+        }
+        messages
+    }
 }
 
 /// Runs line mode until stdin ends and everything sent was answered, the
@@ -146,6 +228,7 @@ where
     let mut room: Option<String> = None;
     let mut next_id = 0u64;
     let mut outstanding: HashSet<String> = HashSet::new();
+    let mut printed = Printed::default();
     let mut failed = false;
     let mut stdin_open = true;
     let mut quitting = false;
@@ -235,7 +318,8 @@ where
                             ServerMsg::RoomState { room: r, .. } => room = Some(r.clone()),
                             ServerMsg::Ack { id, .. }
                             | ServerMsg::Rooms { id: Some(id), .. }
-                            | ServerMsg::Who { id: Some(id), .. } => {
+                            | ServerMsg::Who { id: Some(id), .. }
+                            | ServerMsg::History { id: Some(id), .. } => {
                                 outstanding.remove(id);
                             }
                             ServerMsg::Error { id: Some(id), .. } if outstanding.remove(id) => {
@@ -243,7 +327,26 @@ where
                             }
                             _ => {}
                         }
-                        if let Some(line) = printer.line(&msg) {
+                        let msg = match msg {
+                            ServerMsg::History { id: None, room, messages, more } => {
+                                let messages = printed.unseen(&room, messages);
+                                ServerMsg::History { id: None, room, messages, more }
+                            }
+                            msg => msg,
+                        };
+                        match &msg {
+                            ServerMsg::Message { room, seq, .. }
+                            | ServerMsg::Ack { room: Some(room), seq: Some(seq), .. } => {
+                                printed.saw(room, *seq);
+                            }
+                            ServerMsg::History { room, messages, .. } => {
+                                for m in messages {
+                                    printed.saw(room, m.seq);
+                                }
+                            }
+                            _ => {}
+                        }
+                        for line in printer.lines(&msg, now_ms()) {
                             let _ = writeln!(out, "{line}");
                         }
                     }
@@ -303,7 +406,8 @@ fn request_id(msg: &ClientMsg) -> Option<String> {
         | ClientMsg::Part { id, .. }
         | ClientMsg::Nick { id, .. }
         | ClientMsg::Rooms { id }
-        | ClientMsg::Who { id, .. } => id.clone(),
+        | ClientMsg::Who { id, .. }
+        | ClientMsg::History { id, .. } => id.clone(),
         _ => None,
     }
 }
@@ -323,15 +427,18 @@ mod tests {
             text: "hi\x1b]0;x\x07 there".into(),
             action: false,
         };
-        assert_eq!(p.line(&msg).unwrap(), "01:05 alice> hi there");
+        assert_eq!(p.lines(&msg, 0), ["01:05 alice> hi there"]);
         assert!(p
-            .line(&ServerMsg::Ack {
-                id: "c1".into(),
-                room: None,
-                seq: None,
-                ts: None
-            })
-            .is_none());
+            .lines(
+                &ServerMsg::Ack {
+                    id: "c1".into(),
+                    room: None,
+                    seq: None,
+                    ts: None
+                },
+                0
+            )
+            .is_empty());
     }
 
     #[test]
@@ -339,5 +446,86 @@ mod tests {
         let p = Printer { color: true };
         assert_eq!(p.nick("bob"), p.nick("bob"));
         assert!(p.nick("bob").starts_with("\x1b["));
+    }
+
+    fn entry(seq: u64, ts: u64, from: &str, text: &str, action: bool) -> HistoryEntry {
+        HistoryEntry {
+            seq,
+            ts,
+            from: from.into(),
+            text: text.into(),
+            action,
+        }
+    }
+
+    #[test]
+    fn history_is_a_block_with_dates_for_other_days() {
+        let p = Printer { color: false };
+        // 2026-11-24 11:02:13.5 UTC
+        let t = 1_795_518_133_500;
+        let replay = ServerMsg::History {
+            id: None,
+            room: "lobby".into(),
+            messages: vec![
+                entry(1, t - 86_400_000, "alice", "hello", false),
+                entry(2, t, "bob", "waves", true),
+                entry(3, t + 60_000, "ev\x1b[2Jil", "hi\x07", false),
+            ],
+            more: true,
+        };
+        assert_eq!(
+            p.lines(&replay, t + 3_600_000),
+            [
+                "* history of lobby: last 3 messages (times are UTC)",
+                "2026-11-23 11:02 alice> hello",
+                "11:02 * bob waves",
+                "11:03 evil> hi",
+                "* end of history",
+            ]
+        );
+        // An empty replay prints nothing; an empty answer says so.
+        let empty = |id: Option<&str>| ServerMsg::History {
+            id: id.map(str::to_string),
+            room: "lobby".into(),
+            messages: vec![],
+            more: false,
+        };
+        assert!(p.lines(&empty(None), t).is_empty());
+        assert_eq!(
+            p.lines(&empty(Some("c1")), t),
+            ["* no history in lobby yet"]
+        );
+        let one = ServerMsg::History {
+            id: Some("c2".into()),
+            room: "lobby".into(),
+            messages: vec![entry(1, t, "alice", "hello", false)],
+            more: false,
+        };
+        assert_eq!(
+            p.lines(&one, t)[0],
+            "* history of lobby: last 1 message (times are UTC)"
+        );
+    }
+
+    #[test]
+    fn a_replay_after_reconnecting_prints_only_what_was_missed() {
+        let mut printed = Printed::default();
+        let seqs = |m: Vec<HistoryEntry>| m.iter().map(|e| e.seq).collect::<Vec<_>>();
+        let replay = |r: std::ops::RangeInclusive<u64>| {
+            r.map(|i| entry(i, 0, "bob", "x", false))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            seqs(printed.unseen("lobby", replay(1..=5))),
+            [1, 2, 3, 4, 5]
+        );
+        for i in 1..=5 {
+            printed.saw("lobby", i);
+        }
+        printed.saw("Lobby", 7);
+        assert_eq!(seqs(printed.unseen("LOBBY", replay(4..=9))), [8, 9]);
+        assert_eq!(seqs(printed.unseen("dev", replay(4..=5))), [4, 5]);
+        // Numbering afresh (a restart without history): all of it is new.
+        assert_eq!(seqs(printed.unseen("lobby", replay(1..=2))), [1, 2]);
     }
 }

@@ -168,9 +168,9 @@ pub fn history(room: &str, messages: &[Event]) -> Bytes {
                 action,
                 ..
             } => Some(if *action {
-                format!("[{}] * {from} {text}\n", utc_minute(*ts_ms))
+                format!("[{}] * {from} {text}\n", crate::clock::date_time(*ts_ms))
             } else {
-                format!("[{}] {from}> {text}\n", utc_minute(*ts_ms))
+                format!("[{}] {from}> {text}\n", crate::clock::date_time(*ts_ms))
             }),
             _ => None,
         })
@@ -184,13 +184,6 @@ pub fn history(room: &str, messages: &[Event]) -> Bytes {
     out.extend(lines);
     out.push_str("* end of history\n");
     Bytes::from(out)
-}
-
-/// `2026-11-24 11:02` for a time in milliseconds since the Unix epoch.
-fn utc_minute(ts_ms: u64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ts_ms);
-    let full = humantime::format_rfc3339_seconds(at).to_string();
-    full.get(..16).unwrap_or(&full).replacen('T', " ", 1)
 }
 
 #[cfg(test)]

@@ -332,11 +332,18 @@ impl Hub {
         }
         if history.replay > 0 {
             match history.store.page(&key, None, history.replay) {
-                Ok(page) => room.recent.extend(
-                    page.iter()
-                        .filter_map(StoredMessage::to_event)
-                        .map(Envelope::new),
-                ),
+                Ok(page) => {
+                    // Spelled as it was when it was last used.
+                    if let Some(name) = page.last().and_then(|m| RoomName::parse(&m.room_name).ok())
+                    {
+                        room.name = name;
+                    }
+                    room.recent.extend(
+                        page.iter()
+                            .filter_map(StoredMessage::to_event)
+                            .map(Envelope::new),
+                    )
+                }
                 Err(e) => error!(room = %room.name, error = %e, "cannot read the room's history"),
             }
         }
@@ -1040,6 +1047,79 @@ mod tests {
 
     fn greet(_: &Nick) -> Outgoing {
         Outgoing::Raw("hi\n".into())
+    }
+
+    fn with_store(store_private: bool) -> (Hub, Arc<crate::store::MemoryStore>) {
+        let store = crate::store::memory(crate::store::Retention::KEEP_ALL);
+        let hub = Hub::with_history(
+            HubLimits::default(),
+            Some(History {
+                store: store.clone(),
+                replay: 10,
+                store_private,
+            }),
+        );
+        (hub, store)
+    }
+
+    #[test]
+    fn private_messages_are_stored_only_when_asked() {
+        for store_private in [false, true] {
+            let (hub, store) = with_store(store_private);
+            let (a, _) = hub.connect(Outbox::new(1 << 20), greet).unwrap();
+            let (_, b) = hub.connect(Outbox::new(1 << 20), greet).unwrap();
+            hub.private(a, b.as_str(), "between us").unwrap();
+            hub.private(a, b.as_str(), "again").unwrap();
+            let kept = store.page(PRIVATE_KEY, None, 10).unwrap();
+            if store_private {
+                assert_eq!(kept.len(), 2);
+                assert_eq!((kept[0].seq, kept[1].seq), (1, 2));
+                assert_eq!(kept[0].nick, "guest1");
+                assert_eq!(kept[0].room_name, "guest2");
+                assert_eq!(kept[1].text, "again");
+            } else {
+                assert!(kept.is_empty(), "{kept:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn rooms_are_numbered_on_from_the_store_and_replay_what_it_holds() {
+        let (hub, store) = with_store(false);
+        for seq in 1..=3 {
+            store
+                .append(StoredMessage {
+                    room: "dev".into(),
+                    room_name: "Dev".into(),
+                    seq,
+                    ts_ms: seq,
+                    nick: "old".into(),
+                    text: format!("stored {seq}"),
+                    action: false,
+                })
+                .wait()
+                .unwrap();
+        }
+        let outbox = Outbox::new(1 << 20);
+        let (id, _) = hub.connect(outbox.clone(), greet).unwrap();
+        hub.join(id, "dev", ack).unwrap();
+        let probe = Probe { id, outbox };
+        let lines: Vec<String> = probe
+            .lines()
+            .iter()
+            .flat_map(|item| item.lines().map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(lines[..2], ["hi", "joined"]);
+        assert_eq!(
+            lines[2],
+            "* history of Dev: last 3 messages (times are UTC)"
+        );
+        assert!(lines[3].ends_with("] old> stored 1"), "{lines:?}");
+        let posted = hub.say(id, "dev", "new", false).unwrap();
+        assert_eq!(posted.seq, 4);
+        assert_eq!(posted.room.as_str(), "Dev");
+        assert!(posted.stored.is_some());
+        assert_eq!(store.last_seq("dev").unwrap(), 4);
     }
 
     #[test]

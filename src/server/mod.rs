@@ -234,6 +234,14 @@ impl Server {
             // Writes what is still queued; the lock is released after.
             let closed = tokio::task::spawn_blocking(move || {
                 open.store.close();
+                let stats = open.store.stats();
+                info!(
+                    stored = stats.stored,
+                    failed = stats.failed,
+                    batches = stats.batches,
+                    pruned = stats.pruned,
+                    "message store closed"
+                );
                 drop(open);
             });
             if closed.await.is_err() {

@@ -38,7 +38,7 @@ use crate::names::{Nick, RoomName};
 mod memory;
 mod sqlite;
 
-pub use memory::MemoryStore;
+pub use memory::{MemoryStore, DEFAULT_MEMORY_BUDGET};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 /// File name of the history database inside the data directory.
@@ -339,10 +339,15 @@ pub fn open_sqlite_with(
     SqliteStore::open(path, options).map(Arc::new)
 }
 
-/// A store that lives in memory only. Without a `max_per_room` limit it grows
-/// with every message.
+/// A store that lives in memory only, within [`memory::DEFAULT_MEMORY_BUDGET`]
+/// bytes: past that, the oldest messages server-wide are forgotten first.
 pub fn memory(retention: Retention) -> Arc<MemoryStore> {
-    Arc::new(MemoryStore::new(retention))
+    memory_within(retention, memory::DEFAULT_MEMORY_BUDGET)
+}
+
+/// A memory store with its own byte budget.
+pub fn memory_within(retention: Retention, budget: usize) -> Arc<MemoryStore> {
+    Arc::new(MemoryStore::new(retention, budget))
 }
 
 /// The platform's data directory for rchat (`~/.local/share/rchat` on Linux).

@@ -377,7 +377,12 @@ impl SqliteStore {
     }
 
     fn refuse(&self, error: StoreError) -> Receipt {
-        self.shared.failed.fetch_add(1, Ordering::Relaxed);
+        let failed = self.shared.failed.fetch_add(1, Ordering::Relaxed) + 1;
+        // Text clients get no ack to fail, so the operator must hear of it;
+        // at the 1st, 2nd, 4th, 8th... refusal, so a flood cannot flood the log.
+        if failed.is_power_of_two() {
+            warn!(path = %self.path.display(), failed, error = %error, "messages not stored");
+        }
         Receipt::ready(Err(error))
     }
 

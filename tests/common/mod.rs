@@ -3,6 +3,8 @@
 //! deadline, so a broken server fails a test instead of hanging it.
 #![allow(dead_code)]
 
+pub mod served;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,11 @@
 //! The interface's state and keys: [`App`] holds the view, the input line
 //! and the scroll position, turns terminal events into [`Effect`]s for the
-//! event loop, and keeps a scrolled-up view in place as lines arrive.
+//! event loop, and keeps a scrolled-up view in place as lines arrive or
+//! older history is put in above.
+//!
+//! Scrolling up past the start of what is held of the room asks the server
+//! for an older page ([`PAGE`] messages), once at a time; `/history [N]`
+//! asks for N and scrolls to the first of them.
 //!
 //! Owns no terminal and no connection: the event loop in [`super`] carries
 //! out the effects, and the screen is drawn by [`super::render`].
@@ -11,15 +16,18 @@ use ratatui::crossterm::event::{
 use ratatui::Frame;
 
 use super::input::InputLine;
-use super::render::{draw, Drawn};
-use super::wrap::render_line;
+use super::render::{draw, scroll_for, scroll_to_top_of, Anchor, Drawn};
 use crate::client::conn::Update;
 use crate::client::input::{self, Action};
-use crate::client::view::ChatView;
-use crate::proto::json::ClientMsg;
+use crate::client::view::{ChatView, NoOlder};
+use crate::proto::json::{ClientMsg, ServerMsg};
 
 /// Rows one mouse wheel step scrolls.
 const WHEEL_ROWS: usize = 3;
+/// Messages asked for when scrolling past the top.
+pub const PAGE: usize = 50;
+/// Messages `/history` asks for without a number.
+const HISTORY_DEFAULT: usize = 20;
 
 /// What the event loop must do after an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +43,15 @@ pub enum Effect {
     Clear,
 }
 
+/// Where the next draw should scroll to, decided when an update arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Jump {
+    /// Bring this line (by uid) to the top of the pane.
+    Line(u64),
+    /// As far up as the scrollback goes.
+    Top,
+}
+
 /// The interface's state: the view, the input line, the scroll position.
 #[derive(Debug, Clone)]
 pub struct App {
@@ -44,6 +61,12 @@ pub struct App {
     pub scroll: usize,
     /// The message pane at the last draw.
     last: Drawn,
+    /// While scrolled up: the line on the bottom row at the last draw,
+    /// kept there however many lines arrive or are put in above it.
+    anchor: Option<Anchor>,
+    /// The id of a `/history` request whose answer should be shown.
+    history_id: Option<String>,
+    jump: Option<Jump>,
     next_id: u64,
 }
 
@@ -57,62 +80,150 @@ impl App {
                 scroll: 0,
                 page: 20,
                 width: 80,
+                anchor: None,
+                top_in_view: false,
             },
+            anchor: None,
+            history_id: None,
+            jump: None,
             next_id: 0,
         }
     }
 
-    /// Draws the screen and remembers its size for scrolling.
+    /// Draws the screen and remembers what it showed for scrolling.
     pub fn draw(&mut self, frame: &mut Frame) {
+        let width = self.last.width;
+        match self.jump.take() {
+            Some(Jump::Line(uid)) => {
+                if let Some(s) = scroll_to_top_of(&self.view, width, self.last.page, uid) {
+                    self.scroll = s;
+                }
+            }
+            Some(Jump::Top) => self.scroll = usize::MAX,
+            None => {
+                if let Some(s) = self
+                    .anchor
+                    .filter(|_| self.scroll > 0)
+                    .and_then(|a| scroll_for(&self.view, width, a))
+                {
+                    self.scroll = s;
+                }
+            }
+        }
         self.last = draw(frame, &self.view, &self.input, self.scroll);
         self.scroll = self.last.scroll;
+        self.anchor = self.last.anchor.filter(|_| self.scroll > 0);
     }
 
-    /// Applies an update from the connection. While scrolled up, the
-    /// scroll offset grows with the new rows so the text being read stays
-    /// put.
+    /// Applies an update from the connection. While scrolled up, the line
+    /// being read stays put (see [`Self::draw`]); the answer to `/history`
+    /// is scrolled to.
     pub fn apply(&mut self, update: Update) {
-        let before = self.view.pushed();
         let room = self.view.current_room().map(str::to_owned);
+        let shown = match &update {
+            Update::Msg(ServerMsg::History {
+                id: Some(id),
+                room,
+                messages,
+                ..
+            }) if self.history_id.as_ref() == Some(id) => {
+                Some((room.clone(), messages.iter().map(|m| m.seq).min()))
+            }
+            _ => None,
+        };
         self.view.apply(update);
         if self.view.current_room() != room.as_deref() {
             self.scroll = 0;
-        } else if self.scroll > 0 {
-            let new = (self.view.pushed() - before) as usize;
-            let rows: usize = self
-                .view
-                .newest(new)
-                .filter(|l| self.view.shows(l))
-                .map(|l| render_line(l, self.view.nick(), self.last.width).len())
-                .sum();
-            self.scroll += rows;
+            self.anchor = None;
+        }
+        if let Some((room, first)) = shown {
+            self.history_id = None;
+            let line = first.and_then(|seq| {
+                self.view
+                    .lines()
+                    .find(|l| l.seq == Some(seq) && l.in_room(&room))
+                    .map(|l| l.uid())
+            });
+            self.jump = Some(line.map_or(Jump::Top, Jump::Line));
         }
     }
 
-    fn scroll_up(&mut self, rows: usize) {
+    /// Scrolls up; past the start of what is held, asks for older messages.
+    fn scroll_up(&mut self, rows: usize) -> Effect {
+        let at_top = self.last.top_in_view;
         self.scroll = self.scroll.saturating_add(rows);
+        self.anchor = None;
+        if !at_top {
+            return Effect::None;
+        }
+        let next_id = &mut self.next_id;
+        match self.view.request_older(PAGE, || input::fresh_id(next_id)) {
+            Ok(msg) => Effect::Send(msg),
+            Err(_) => Effect::None,
+        }
     }
 
     fn scroll_down(&mut self, rows: usize) {
         self.scroll = self.scroll.saturating_sub(rows);
+        self.anchor = None;
     }
 
     fn page(&self) -> usize {
         self.last.page.saturating_sub(1).max(1)
     }
 
+    /// `/history [N]`: asks for N messages older than those held (with the
+    /// typed request's `id`), to be scrolled to when they arrive.
+    fn history(&mut self, limit: usize, id: Option<String>) -> Effect {
+        let next_id = &mut self.next_id;
+        let id = || id.unwrap_or_else(|| input::fresh_id(next_id));
+        match self.view.request_older(limit, id) {
+            Ok(msg) => {
+                if let ClientMsg::History { id, .. } = &msg {
+                    self.history_id = id.clone();
+                }
+                Effect::Send(msg)
+            }
+            Err(why) => {
+                let room = self.view.current_room().unwrap_or("").to_string();
+                match why {
+                    NoOlder::NoRoom => self
+                        .view
+                        .note_error("you are not in a room; /join ROOM".into()),
+                    NoOlder::Loading => self
+                        .view
+                        .note_info("older messages are on their way".into()),
+                    NoOlder::Beginning => {
+                        self.view
+                            .note_info(format!("no older messages are stored in {room}"));
+                        self.jump = Some(Jump::Top);
+                        return Effect::None;
+                    }
+                    NoOlder::Unavailable => {
+                        self.view.note_error("this server keeps no history".into())
+                    }
+                    NoOlder::Full => self
+                        .view
+                        .note_error("the scrollback is full; older messages are not loaded".into()),
+                }
+                self.scroll = 0;
+                Effect::None
+            }
+        }
+    }
+
     /// Handles a terminal event.
     pub fn on_event(&mut self, event: Event) -> Effect {
         match event {
             Event::Key(key) if key.kind != KeyEventKind::Release => self.on_key(key),
-            Event::Mouse(m) => {
-                match m.kind {
-                    MouseEventKind::ScrollUp => self.scroll_up(WHEEL_ROWS),
-                    MouseEventKind::ScrollDown => self.scroll_down(WHEEL_ROWS),
-                    _ => {}
+            Event::Mouse(m) => match m.kind {
+                MouseEventKind::ScrollUp => self.scroll_up(WHEEL_ROWS),
+                MouseEventKind::ScrollDown => {
+                    self.scroll_down(WHEEL_ROWS);
+                    Effect::None
                 }
-                Effect::None
-            }
+                _ => Effect::None,
+            },
             Event::Paste(text) => {
                 self.input.insert_str(&text);
                 Effect::None
@@ -148,11 +259,11 @@ impl App {
             KeyCode::Char('l') if ctrl => return Effect::Clear,
             KeyCode::Char('n') if ctrl => {
                 self.view.cycle_room(1);
-                self.scroll = 0;
+                self.scroll_down(usize::MAX);
             }
             KeyCode::Char('p') if ctrl => {
                 self.view.cycle_room(-1);
-                self.scroll = 0;
+                self.scroll_down(usize::MAX);
             }
             KeyCode::Char('b') if alt => input.word_left(),
             KeyCode::Char('f') if alt => input.word_right(),
@@ -172,7 +283,7 @@ impl App {
             KeyCode::End => input.end(),
             KeyCode::Up => input.history_prev(),
             KeyCode::Down => input.history_next(),
-            KeyCode::PageUp => self.scroll_up(self.page()),
+            KeyCode::PageUp => return self.scroll_up(self.page()),
             KeyCode::PageDown => self.scroll_down(self.page()),
             KeyCode::Enter => return self.submit(),
             _ => {}
@@ -188,8 +299,11 @@ impl App {
             Action::None => Effect::None,
             Action::Send(ClientMsg::Join { room, .. }) if self.view.in_room(&room) => {
                 self.view.switch_room(&room);
-                self.scroll = 0;
+                self.scroll_down(usize::MAX);
                 Effect::None
+            }
+            Action::Send(ClientMsg::History { id, limit, .. }) => {
+                self.history(limit.unwrap_or(HISTORY_DEFAULT), id)
             }
             Action::Send(msg) => {
                 self.view.local_echo(&msg);
@@ -217,9 +331,9 @@ mod tests {
     use ratatui::Terminal;
 
     use super::*;
-    use crate::client::tui::test_util::{ctrl, key, msg, row, say, view, T};
+    use crate::client::tui::test_util::{ctrl, key, msg, row, rows, say, stored, view, T};
     use crate::client::view::{Delivery, Kind};
-    use crate::proto::json::ServerMsg;
+    use crate::proto::json::{HistoryEntry, ServerMsg};
 
     fn type_line(app: &mut App, s: &str) -> Effect {
         for c in s.chars() {
@@ -319,8 +433,177 @@ mod tests {
             text: "new".into(),
             action: false,
         }));
-        assert_eq!(app.scroll, 6);
         terminal.draw(|f| app.draw(f)).unwrap();
+        assert_eq!(app.scroll, 6);
         assert_eq!(row(terminal.backend().buffer(), 7), before);
+    }
+
+    fn page(id: Option<&str>, messages: Vec<HistoryEntry>, more: bool) -> Update {
+        Update::Msg(ServerMsg::History {
+            id: id.map(str::to_string),
+            room: "lobby".into(),
+            messages,
+            more,
+        })
+    }
+
+    #[test]
+    fn scrolling_past_the_top_loads_older_messages_once_and_keeps_the_screen_still() {
+        let mut app = App::new(view());
+        app.apply(page(None, stored(41..=80), true));
+        let mut terminal = Terminal::new(TestBackend::new(60, 12)).unwrap();
+        terminal.draw(|f| app.draw(f)).unwrap();
+        // Scrolling within what is held asks for nothing.
+        let mut presses = 0;
+        while !rows(terminal.backend().buffer())
+            .iter()
+            .any(|r| r.contains("older messages: scroll up to load"))
+        {
+            assert_eq!(app.on_key(key(KeyCode::PageUp)), Effect::None);
+            terminal.draw(|f| app.draw(f)).unwrap();
+            presses += 1;
+            assert!(presses < 10, "the start never came into view");
+        }
+        assert!(presses > 1);
+        // Past the top: one request for the page before the oldest held.
+        let effect = app.on_key(key(KeyCode::PageUp));
+        assert_eq!(
+            effect,
+            Effect::Send(ClientMsg::History {
+                id: Some("c1".into()),
+                room: "lobby".into(),
+                before: Some(41),
+                limit: Some(PAGE),
+            })
+        );
+        terminal.draw(|f| app.draw(f)).unwrap();
+        let before = rows(terminal.backend().buffer());
+        let hint = before
+            .iter()
+            .position(|r| r.contains("── loading older messages… ──"))
+            .expect("loading hint");
+        assert!(before[hint + 1].contains("<bob> line 41"), "{before:#?}");
+        // No second request while it is outstanding.
+        assert_eq!(app.on_key(key(KeyCode::PageUp)), Effect::None);
+        app.on_event(Event::Mouse(ratatui::crossterm::event::MouseEvent {
+            kind: MouseEventKind::ScrollUp,
+            column: 0,
+            row: 0,
+            modifiers: KeyModifiers::NONE,
+        }));
+        terminal.draw(|f| app.draw(f)).unwrap();
+        assert_eq!(rows(terminal.backend().buffer()), before);
+
+        // The page arrives: every line shown stays on its row, and the
+        // newest of the page takes the hint's place.
+        app.apply(page(Some("c1"), stored(1..=40), false));
+        terminal.draw(|f| app.draw(f)).unwrap();
+        let after = rows(terminal.backend().buffer());
+        assert_eq!(after[hint + 1..10], before[hint + 1..10], "{after:#?}");
+        assert!(after[hint].contains("<bob> line 40"), "{after:#?}");
+        assert!(after[hint - 1].contains("<bob> line 39"), "{after:#?}");
+
+        // Up to the true beginning, which is marked, and asks for nothing.
+        let mut presses = 0;
+        loop {
+            let screen = rows(terminal.backend().buffer());
+            if let Some(at) = screen
+                .iter()
+                .position(|r| r.contains("── beginning of history ──"))
+            {
+                assert!(screen[at + 1].contains("<bob> line 1"), "{screen:#?}");
+                break;
+            }
+            assert_eq!(app.on_key(key(KeyCode::PageUp)), Effect::None);
+            terminal.draw(|f| app.draw(f)).unwrap();
+            presses += 1;
+            assert!(presses < 10, "the beginning never came into view");
+        }
+        assert_eq!(app.on_key(key(KeyCode::PageUp)), Effect::None);
+    }
+
+    #[test]
+    fn a_short_room_asks_for_older_messages_on_the_first_scroll_up() {
+        let mut app = App::new(view());
+        app.apply(page(None, stored(8..=10), true));
+        let mut terminal = Terminal::new(TestBackend::new(60, 12)).unwrap();
+        terminal.draw(|f| app.draw(f)).unwrap();
+        let wheel = Event::Mouse(ratatui::crossterm::event::MouseEvent {
+            kind: MouseEventKind::ScrollUp,
+            column: 0,
+            row: 0,
+            modifiers: KeyModifiers::NONE,
+        });
+        assert!(matches!(
+            app.on_event(wheel.clone()),
+            Effect::Send(ClientMsg::History {
+                before: Some(8),
+                ..
+            })
+        ));
+        assert_eq!(app.on_event(wheel), Effect::None);
+    }
+
+    #[test]
+    fn history_command_pages_back_and_scrolls_to_the_page() {
+        let mut app = App::new(view());
+        app.apply(page(None, stored(41..=60), true));
+        let mut terminal = Terminal::new(TestBackend::new(60, 12)).unwrap();
+        terminal.draw(|f| app.draw(f)).unwrap();
+        assert_eq!(
+            type_line(&mut app, "/history 10"),
+            Effect::Send(ClientMsg::History {
+                id: Some("c1".into()),
+                room: "lobby".into(),
+                before: Some(41),
+                limit: Some(10),
+            })
+        );
+        // Asked once: a second /history waits for the first.
+        assert_eq!(type_line(&mut app, "/history"), Effect::None);
+        assert!(app
+            .view
+            .lines()
+            .last()
+            .unwrap()
+            .text
+            .contains("on their way"));
+        app.apply(page(Some("c1"), stored(31..=40), true));
+        terminal.draw(|f| app.draw(f)).unwrap();
+        let screen = rows(terminal.backend().buffer());
+        assert!(
+            screen[0].contains("── older messages: scroll up to load ──"),
+            "{screen:#?}"
+        );
+        assert!(screen[1].contains("<bob> line 31"), "{screen:#?}");
+        assert!(screen[9].contains("<bob> line 39"), "{screen:#?}");
+
+        // Nothing older: said so, and the top is shown. (The refused
+        // /history above used up c2.)
+        assert_eq!(
+            type_line(&mut app, "/history 5"),
+            Effect::Send(ClientMsg::History {
+                id: Some("c3".into()),
+                room: "lobby".into(),
+                before: Some(31),
+                limit: Some(5),
+            })
+        );
+        app.apply(page(Some("c3"), stored(26..=30), false));
+        assert_eq!(type_line(&mut app, "/history 5"), Effect::None);
+        assert_eq!(
+            app.view.lines().last().unwrap().text,
+            "no older messages are stored in lobby"
+        );
+        terminal.draw(|f| app.draw(f)).unwrap();
+        let screen = rows(terminal.backend().buffer());
+        assert!(screen[0].contains("connected to"), "{screen:#?}");
+        let at = screen
+            .iter()
+            .position(|r| r.contains("── beginning of history ──"))
+            .expect("beginning marked");
+        assert!(screen[at + 1].contains("<bob> line 26"), "{screen:#?}");
+        assert!(matches!(type_line(&mut app, "/history 0"), Effect::None));
+        assert_eq!(app.view.lines().last().unwrap().kind, Kind::Error);
     }
 }

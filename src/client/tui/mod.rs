@@ -13,7 +13,10 @@
 //! notices and errors, word-wrapped by display width (CJK and emoji take two
 //! columns). The status bar shows the connection state (with the reconnect
 //! countdown), server, TLS on/off, nick, the rooms (unread counts for the
-//! others) and, after a loss, its reason. Timestamps are `HH:MM` UTC.
+//! others) and, after a loss, its reason. Timestamps are `HH:MM` UTC, with
+//! the date for stored history from another day. Where the held history of
+//! the room begins, a mark says whether older messages are loading, can be
+//! loaded by scrolling up, or whether this is the beginning of history.
 //!
 //! The screen is redrawn from the [`ChatView`] after every event, so
 //! incoming messages never disturb what is being typed. [`draw`] is pure
@@ -232,7 +235,7 @@ mod tests {
     use ratatui::backend::TestBackend;
     use ratatui::crossterm::event::KeyCode;
 
-    use super::test_util::{key, rows, view, T};
+    use super::test_util::{key, rows, stored, view, T};
     use super::*;
     use crate::proto::json::ServerMsg;
 
@@ -288,5 +291,88 @@ mod tests {
         assert!(screen.contains("<bob> ping"), "{screen}");
         assert!(screen.contains("<alice> pong"), "{screen}");
         drop(up_tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wheel_past_the_top_asks_the_server_and_shows_the_page() {
+        let mut app = App::new(view());
+        app.apply(Update::Msg(ServerMsg::History {
+            id: None,
+            room: "lobby".into(),
+            messages: stored(41..=43),
+            more: true,
+        }));
+        let (out_tx, mut out_rx) = mpsc::channel(16);
+        // Room for one update: a second send returns only once the loop
+        // has taken the first.
+        let (up_tx, mut up_rx) = mpsc::channel(1);
+        let (ev_tx, ev_rx) = mpsc::channel::<io::Result<Event>>(4);
+        let events =
+            futures::stream::unfold(
+                ev_rx,
+                |mut rx| async move { rx.recv().await.map(|e| (e, rx)) },
+            );
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut terminal = Terminal::new(TestBackend::new(60, 12)).unwrap();
+        let driver = async {
+            let wheel = Event::Mouse(ratatui::crossterm::event::MouseEvent {
+                kind: ratatui::crossterm::event::MouseEventKind::ScrollUp,
+                column: 0,
+                row: 0,
+                modifiers: ratatui::crossterm::event::KeyModifiers::NONE,
+            });
+            ev_tx.send(Ok(wheel)).await.unwrap();
+            let Some(ClientMsg::History {
+                id: Some(id),
+                room,
+                before,
+                limit,
+            }) = out_rx.recv().await
+            else {
+                panic!("expected a history request");
+            };
+            assert_eq!(
+                (room.as_str(), before, limit),
+                ("lobby", Some(41), Some(50))
+            );
+            up_tx
+                .send(Update::Msg(ServerMsg::History {
+                    id: Some(id),
+                    room: "lobby".into(),
+                    messages: stored(31..=40),
+                    more: true,
+                }))
+                .await
+                .unwrap();
+            up_tx
+                .send(Update::Msg(ServerMsg::Pong { token: "x".into() }))
+                .await
+                .unwrap();
+            let _ = stop_tx.send(());
+        };
+        let (result, ()) = tokio::join!(
+            event_loop(
+                &mut terminal,
+                &mut app,
+                &out_tx,
+                &mut up_rx,
+                Box::pin(events),
+                async {
+                    let _ = stop_rx.await;
+                },
+            ),
+            driver
+        );
+        result.unwrap();
+        let screen = rows(terminal.backend().buffer());
+        let row_of = |text: &str| screen.iter().position(|r| r.contains(text));
+        let (Some(a), Some(b), Some(c)) = (
+            row_of("<bob> line 35"),
+            row_of("<bob> line 40"),
+            row_of("<bob> line 41"),
+        ) else {
+            panic!("the page is not shown:\n{}", screen.join("\n"));
+        };
+        assert!(a < b && b + 1 == c, "{screen:#?}");
     }
 }

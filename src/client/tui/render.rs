@@ -16,9 +16,9 @@ use unicode_width::UnicodeWidthStr;
 use super::input::InputLine;
 use super::style::{nick_style, INFO, STATUS_BAR};
 use super::width::display;
-use super::wrap::render_line;
+use super::wrap::{render_line, wrap};
 use crate::client::conn::Status;
-use crate::client::view::ChatView;
+use crate::client::view::{ChatView, HistoryMark};
 
 /// What a [`draw`] found out about the screen, for scrolling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -29,6 +29,105 @@ pub struct Drawn {
     pub page: usize,
     /// Columns in the message pane.
     pub width: usize,
+    /// The line on the bottom row, to keep there while lines arrive.
+    pub anchor: Option<Anchor>,
+    /// The start of what is held of the room (its history mark, or the
+    /// oldest row) is on screen: scrolling further up asks for more.
+    pub top_in_view: bool,
+}
+
+/// A line on the bottom row of the message pane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Anchor {
+    /// The line's [`crate::client::view::Line::uid`].
+    pub uid: u64,
+    /// How many of its rows are below the pane (a wrapped line may be cut).
+    pub below: usize,
+}
+
+/// One row of the message pane.
+struct PaneRow {
+    /// The line it shows (the history mark counts as the top row of the
+    /// message it sits above); `None` for a mark above everything.
+    owner: Option<u64>,
+    /// It is the history mark.
+    mark: bool,
+    text: TextLine<'static>,
+}
+
+/// The history mark's row.
+fn mark_row(mark: HistoryMark, width: usize) -> TextLine<'static> {
+    let text = match mark {
+        HistoryMark::Loading => "loading older messages…",
+        HistoryMark::Older => "older messages: scroll up to load",
+        HistoryMark::Beginning => "beginning of history",
+        HistoryMark::Full => "scrollback full: older messages not loaded",
+    };
+    let style = INFO.add_modifier(Modifier::ITALIC);
+    wrap(&[(format!("── {text} ──"), style)], width, 0)
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+}
+
+/// The current room's rows as the message pane shows them, newest first,
+/// with the history mark above the oldest message held without a gap (or
+/// above everything). Lazy, so the pane renders only what it shows.
+fn pane_rows(view: &ChatView, width: usize) -> impl Iterator<Item = PaneRow> + '_ {
+    let mark = view.history_mark();
+    let room = view.current_room().unwrap_or("");
+    let floor = mark.and_then(|(_, at)| at);
+    let lines = view.visible_lines().rev().flat_map(move |line| {
+        let uid = line.uid();
+        let mut rows: Vec<PaneRow> = render_line(line, view.nick(), width)
+            .into_iter()
+            .rev()
+            .map(|text| PaneRow {
+                owner: Some(uid),
+                mark: false,
+                text,
+            })
+            .collect();
+        if let (Some((m, _)), Some(seq)) = (mark, floor) {
+            if line.seq == Some(seq) && line.in_room(room) {
+                rows.push(PaneRow {
+                    owner: Some(uid),
+                    mark: true,
+                    text: mark_row(m, width),
+                });
+            }
+        }
+        rows
+    });
+    let top = match mark {
+        Some((m, None)) => Some(PaneRow {
+            owner: None,
+            mark: true,
+            text: mark_row(m, width),
+        }),
+        _ => None,
+    };
+    lines.chain(top)
+}
+
+/// The scroll offset that puts `anchor` back on the bottom row of a pane
+/// `width` columns wide, if its line is still there.
+pub fn scroll_for(view: &ChatView, width: usize, anchor: Anchor) -> Option<usize> {
+    let mut rows = pane_rows(view, width.max(1)).enumerate();
+    let (first, _) = rows.find(|(_, r)| r.owner == Some(anchor.uid))?;
+    let own = 1 + rows
+        .take_while(|(_, r)| r.owner == Some(anchor.uid))
+        .count();
+    Some(first + anchor.below.min(own - 1))
+}
+
+/// The scroll offset that shows the line `uid` (with the history mark, if
+/// it sits above it) at the top of a pane `width` × `height`.
+pub fn scroll_to_top_of(view: &ChatView, width: usize, height: usize, uid: u64) -> Option<usize> {
+    let mut rows = pane_rows(view, width.max(1)).enumerate();
+    let (first, _) = rows.find(|(_, r)| r.owner == Some(uid))?;
+    let last = first + rows.take_while(|(_, r)| r.owner == Some(uid)).count();
+    Some((last + 1).saturating_sub(height))
 }
 
 /// Width of the member panel, or 0 when the screen is too narrow for it.
@@ -79,25 +178,33 @@ fn draw_messages(frame: &mut Frame, view: &ChatView, area: Rect, scroll: usize) 
             scroll: 0,
             page: height,
             width,
+            anchor: None,
+            top_in_view: false,
         };
     }
     let need = height.saturating_add(scroll);
+    let mut all = pane_rows(view, width);
     // Newest row first.
-    let mut rows: Vec<TextLine<'static>> = Vec::new();
-    let mut lines = view.visible_lines().rev().peekable();
-    while let Some(line) = lines.next() {
-        rows.extend(render_line(line, view.nick(), width).into_iter().rev());
-        if rows.len() >= need && lines.peek().is_some() {
-            break;
-        }
-    }
-    let exhausted = lines.peek().is_none();
+    let rows: Vec<PaneRow> = all.by_ref().take(need).collect();
+    let exhausted = all.next().is_none();
     let scroll = if exhausted {
         scroll.min(rows.len().saturating_sub(height))
     } else {
         scroll
     };
-    let mut shown: Vec<TextLine<'static>> = rows.into_iter().skip(scroll).take(height).collect();
+    let anchor = rows.get(scroll).and_then(|r| r.owner).map(|uid| Anchor {
+        uid,
+        below: rows[..scroll]
+            .iter()
+            .rev()
+            .take_while(|r| r.owner == Some(uid))
+            .count(),
+    });
+    let shown = &rows[scroll.min(rows.len())..];
+    let shown = &shown[..shown.len().min(height)];
+    let top_in_view =
+        shown.iter().any(|r| r.mark) || (exhausted && scroll + shown.len() >= rows.len());
+    let mut shown: Vec<TextLine<'static>> = shown.iter().map(|r| r.text.clone()).collect();
     shown.reverse();
     // Bottom-aligned, like a terminal.
     let y = area.y + (height - shown.len()) as u16;
@@ -111,6 +218,8 @@ fn draw_messages(frame: &mut Frame, view: &ChatView, area: Rect, scroll: usize) 
         scroll,
         page: height,
         width,
+        anchor,
+        top_in_view,
     }
 }
 
@@ -294,7 +403,7 @@ mod tests {
     use crate::client::tui::style::nick_colour;
     use crate::client::tui::test_util::{find, msg, render, row, rows, say, view, T};
     use crate::client::tui::wrap::wrap;
-    use crate::proto::json::{ClientMsg, ServerMsg};
+    use crate::proto::json::{ClientMsg, HistoryEntry, ServerMsg};
 
     #[test]
     fn layout_has_messages_members_status_and_input() {
@@ -549,5 +658,40 @@ mod tests {
         let total = v.visible_lines().count();
         assert_eq!(drawn.scroll, total - 10);
         assert!(row(&buf, 0).contains("welcome") || row(&buf, 0).contains("connected"));
+    }
+
+    #[test]
+    fn stored_history_shows_its_date_and_where_it_begins() {
+        let mut v = view();
+        let entry = |seq, ts, text: &str| HistoryEntry {
+            seq,
+            ts,
+            from: "bob".into(),
+            text: text.into(),
+            action: false,
+        };
+        msg(
+            &mut v,
+            ServerMsg::History {
+                id: None,
+                room: "lobby".into(),
+                messages: vec![entry(7, T - 86_400_000, "yesterday"), entry(8, T, "today")],
+                more: false,
+            },
+        );
+        let (buf, _) = render(&v, &InputLine::new(), 0, 60, 12);
+        let text = rows(&buf);
+        let at = text
+            .iter()
+            .position(|r| r.contains("── beginning of history ──"))
+            .expect("mark");
+        assert!(
+            text[at + 1].starts_with("2023-12-31 12:34 <bob> yesterday"),
+            "{text:#?}"
+        );
+        assert!(text[at + 2].starts_with("12:34 <bob> today"), "{text:#?}");
+        // Before the server says it keeps history, nothing is marked.
+        let (buf, _) = render(&view(), &InputLine::new(), 0, 60, 12);
+        assert!(!rows(&buf).iter().any(|r| r.contains("──")));
     }
 }

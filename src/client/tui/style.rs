@@ -8,6 +8,7 @@
 use ratatui::style::{Color, Modifier, Style};
 
 use crate::client::view::{Delivery, Kind, Line};
+use crate::clock;
 
 /// Readable foreground colours for nicks, on dark and light backgrounds.
 /// Red (errors) and magenta (private messages) are left out.
@@ -37,8 +38,7 @@ pub fn nick_colour(nick: &str) -> Color {
 
 /// `HH:MM` (UTC) of a time in milliseconds since the epoch.
 pub fn hhmm(ts_ms: u64) -> String {
-    let minutes = ts_ms / 60_000;
-    format!("{:02}:{:02}", (minutes / 60) % 24, minutes % 60)
+    clock::hhmm(ts_ms)
 }
 
 const TIME: Style = Style::new().fg(Color::DarkGray);
@@ -50,6 +50,7 @@ const LEAVE: Style = Style::new().fg(Color::Gray);
 const NICK: Style = Style::new().fg(Color::Cyan);
 pub(super) const INFO: Style = Style::new().fg(Color::Gray);
 const PENDING: Style = Style::new().fg(Color::DarkGray);
+const NOT_STORED: Style = Style::new().fg(Color::Yellow);
 const FAILED: Style = Style::new()
     .fg(Color::Red)
     .add_modifier(Modifier::CROSSED_OUT);
@@ -65,9 +66,16 @@ pub(super) fn nick_style(nick: &str, me: &str) -> Style {
 }
 
 /// The styled pieces of one line: a prefix (time, nick, markers) and the
-/// text, which is last.
+/// text, which is last. Stored history from another day shows its date.
 pub(super) fn line_parts(line: &Line, me: &str) -> Vec<(String, Style)> {
-    let time = (format!("{} ", hhmm(line.ts_ms)), TIME);
+    let time = if line.dated {
+        (
+            format!("{} {} ", clock::date(line.ts_ms), hhmm(line.ts_ms)),
+            TIME,
+        )
+    } else {
+        (format!("{} ", hhmm(line.ts_ms)), TIME)
+    };
     let nick = |n: &str| (n.to_string(), nick_style(n, me));
     let plain = |s: &str| (s.to_string(), Style::new());
     let text = |style: Style| (line.text.clone(), style);
@@ -103,6 +111,7 @@ pub(super) fn line_parts(line: &Line, me: &str) -> Vec<(String, Style)> {
                 Delivery::Pending => PENDING,
                 Delivery::Confirmed => Style::new(),
                 Delivery::Failed => FAILED,
+                Delivery::NotStored => NOT_STORED,
             };
             let mut parts = vec![time];
             if let Some(to) = to {

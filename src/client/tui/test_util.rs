@@ -13,7 +13,7 @@ use unicode_width::UnicodeWidthStr;
 use super::{draw, Drawn, InputLine};
 use crate::client::conn::{Status, Update};
 use crate::client::view::ChatView;
-use crate::proto::json::ServerMsg;
+use crate::proto::json::{HistoryEntry, ServerMsg};
 
 // 2024-01-01 12:34:00 UTC.
 pub(super) const T: u64 = 1_704_112_440_000;
@@ -26,18 +26,34 @@ pub(super) fn msg(v: &mut ChatView, m: ServerMsg) {
     v.apply(Update::Msg(m));
 }
 
+/// A chat line from `from` in the lobby, numbered after everything so far
+/// (the same number and time would make it a copy of an earlier message).
 pub(super) fn say(v: &mut ChatView, from: &str, text: &str) {
+    let seq = v.pushed() + 1;
     msg(
         v,
         ServerMsg::Message {
             room: "lobby".into(),
-            seq: 1,
+            seq,
             ts: T,
             from: from.into(),
             text: text.into(),
             action: false,
         },
     );
+}
+
+/// Stored messages `range` from bob, as a `history` answer carries them.
+pub(super) fn stored(range: std::ops::RangeInclusive<u64>) -> Vec<HistoryEntry> {
+    range
+        .map(|i| HistoryEntry {
+            seq: i,
+            ts: T,
+            from: "bob".into(),
+            text: format!("line {i}"),
+            action: false,
+        })
+        .collect()
 }
 
 pub(super) fn view() -> ChatView {

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -47,6 +48,11 @@ fn code_of(e: &HubError) -> ErrorCode {
 /// read); they are sent in request order as they complete. Beyond this many
 /// the session stops reading the client until some complete.
 const MAX_PENDING: usize = 1024;
+
+/// `history` reads one session may have going at once; more wait, and the
+/// session stops reading the client meanwhile, so one client cannot tie up
+/// the blocking threads every session shares.
+const MAX_HISTORY_READS: usize = 4;
 
 /// Messages a `history` request gets when it names no `limit`.
 const DEFAULT_HISTORY_PAGE: usize = 50;
@@ -202,6 +208,7 @@ pub(super) async fn serve<W>(
         config,
         pending: FuturesOrdered::new(),
         quit_reason: None,
+        history_reads: Arc::default(),
     };
     // Restore what the client asks for: its nick first, so the rooms see
     // it join under that name.
@@ -225,6 +232,8 @@ struct JsonSession {
     pending: FuturesOrdered<Pending>,
     /// Set by a `quit` request, for the leave notice.
     quit_reason: Option<Arc<str>>,
+    /// `history` reads under way.
+    history_reads: Arc<AtomicUsize>,
 }
 
 impl JsonSession {
@@ -235,7 +244,8 @@ impl JsonSession {
         let mut awaiting_pong = false;
         let mut pings = 0u64;
         loop {
-            let reading = self.pending.len() < MAX_PENDING;
+            let reading = self.pending.len() < MAX_PENDING
+                && self.history_reads.load(Ordering::Acquire) < MAX_HISTORY_READS;
             let frame = tokio::select! {
                 frame = frames.next(), if reading => frame,
                 Some(answer) = self.pending.next(), if !self.pending.is_empty() => {
@@ -438,11 +448,14 @@ impl JsonSession {
             .min(wire::MAX_HISTORY_PAGE);
         let hub = self.hub.clone();
         let member = self.id;
+        let reads = self.history_reads.clone();
+        reads.fetch_add(1, Ordering::AcqRel);
         self.pending.push_back(Box::pin(async move {
             let page =
                 tokio::task::spawn_blocking(move || hub.history(member, &room, before, limit))
                     .await
                     .unwrap_or(Err(HubError::HistoryUnreadable));
+            reads.fetch_sub(1, Ordering::AcqRel);
             Some(match page {
                 Ok(page) => ServerMsg::History {
                     id,

@@ -1,0 +1,72 @@
+//! The real `rchat serve` binary as a child process on 127.0.0.1:0, for
+//! tests that need a separate process: its pid, signals, `kill -9`.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStderr, Command, Stdio};
+
+/// A running `rchat serve`, killed and reaped on drop.
+pub struct Served {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Served {
+    /// Starts `rchat serve --listen 127.0.0.1:0 ARGS` and waits for its
+    /// `listening on` log line. Unless `args` name `--history` or
+    /// `--data-dir`, history is kept in memory: a test never touches the
+    /// user's own data directory. The log is drained in the background, so
+    /// the server never blocks on a full pipe.
+    pub fn start(args: &[&str]) -> Served {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rchat"));
+        command.args(["serve", "--listen", "127.0.0.1:0"]);
+        if !args.contains(&"--history") && !args.contains(&"--data-dir") {
+            command.args(["--history", "memory"]);
+        }
+        let mut child = command
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("rchat serve starts");
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr is piped"));
+        let addr = listening_addr(&mut stderr);
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while matches!(stderr.read_line(&mut sink), Ok(1..)) {
+                sink.clear();
+            }
+        });
+        Served { child, addr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads the server's log up to its `listening on ADDR` line.
+pub fn listening_addr(stderr: &mut BufReader<ChildStderr>) -> SocketAddr {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).expect("server log readable") > 0,
+            "server exited early"
+        );
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            return rest
+                .split_whitespace()
+                .next()
+                .and_then(|a| a.parse().ok())
+                .expect("an address after 'listening on'");
+        }
+    }
+}
