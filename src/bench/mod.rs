@@ -20,7 +20,9 @@
 //! - **Open loop** (`rate` is [`Rate::PerSecond`], `window == 0`): senders
 //!   together send `rate` messages per second, evenly spread, whatever
 //!   happens to deliveries. A message carries its scheduled send time, so a
-//!   sender that falls behind shows up as latency rather than hiding it.
+//!   sender that falls behind shows up as latency rather than hiding it;
+//!   only a wake-up up to 2 ms late, which the timer's resolution alone
+//!   causes, is stamped with the actual send time instead.
 //! - Both may be combined (paced, but never more than `window` in flight);
 //!   [`Rate::Max`] with `window == 0` sends as fast as the sockets accept.
 //!
