@@ -6,10 +6,10 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::served::gen_cert;
 use common::served::Served;
 use common::TestServer;
 use proptest::prelude::*;
@@ -674,19 +674,6 @@ async fn idle_connections_are_members_while_held_and_none_after() {
 }
 
 // ---- TLS ----
-
-fn gen_cert(dir: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rchat"))
-        .args(["gen-cert", "--out-dir"])
-        .arg(dir)
-        .output()
-        .expect("run rchat gen-cert");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// TLS settings as the CLI builds them, trusting `mode`, with an empty
 /// known-hosts file.

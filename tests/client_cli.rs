@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use common::served::gen_cert;
 use common::TestServer;
 use rchat::config::ServerConfig;
 
@@ -99,21 +100,6 @@ async fn server_down_without_reconnect_fails() {
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("cannot connect to"), "{stderr}");
-}
-
-fn gen_cert(dir: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_rchat"))
-        .args(["gen-cert", "--out-dir"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("SHA-256 fingerprint: "))
-        .expect("fingerprint printed")
-        .to_string()
 }
 
 async fn tls_server(dir: &Path, addr: Option<std::net::SocketAddr>) -> TestServer {

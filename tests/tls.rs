@@ -4,27 +4,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
+use common::served::gen_cert;
 use common::{Client, TestServer, DEADLINE};
 use rchat::config::ServerConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Runs the real `rchat gen-cert` into `dir`.
-fn gen_cert(dir: &Path) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rchat"))
-        .args(["gen-cert", "--out-dir"])
-        .arg(dir)
-        .output()
-        .expect("run rchat gen-cert");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 async fn tls_server(dir: &Path, handshake_timeout_secs: u64) -> TestServer {
     TestServer::with(ServerConfig {

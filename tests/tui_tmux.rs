@@ -8,6 +8,7 @@ mod common;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::served::gen_cert;
 use common::TestServer;
 use rchat::config::{HistoryMode, ServerConfig};
 
@@ -221,17 +222,7 @@ async fn first_use_of_a_self_signed_server_asks_and_remembers() {
     };
     let certs = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_rchat");
-    let out = Command::new(bin)
-        .args(["gen-cert", "--out-dir"])
-        .arg(certs.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let fp = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("SHA-256 fingerprint: "))
-        .expect("fingerprint")
-        .to_string();
+    let fp = gen_cert(certs.path());
     let srv = TestServer::with(rchat::config::ServerConfig {
         tls_cert: Some(certs.path().join("cert.pem")),
         tls_key: Some(certs.path().join("key.pem")),

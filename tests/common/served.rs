@@ -70,3 +70,23 @@ pub fn listening_addr(stderr: &mut BufReader<ChildStderr>) -> SocketAddr {
         }
     }
 }
+
+/// Runs the real `rchat gen-cert --out-dir DIR` and returns the SHA-256
+/// fingerprint it printed.
+pub fn gen_cert(dir: &std::path::Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_rchat"))
+        .args(["gen-cert", "--out-dir"])
+        .arg(dir)
+        .output()
+        .expect("run rchat gen-cert");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("SHA-256 fingerprint: "))
+        .expect("fingerprint printed")
+        .to_string()
+}
