@@ -13,3 +13,4 @@ pub mod names;
 pub mod proto;
 pub mod server;
 pub mod store;
+pub mod tls;

@@ -26,7 +26,7 @@
 //! user `--trust` next time.
 //!
 //! Everything runs on the one crypto provider,
-//! [`crate::server::tls::provider`].
+//! [`crate::tls::provider`].
 
 use std::ffi::OsString;
 use std::fmt;
@@ -42,7 +42,7 @@ use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore,
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::cert::{self, CertError};
-use crate::server::tls::provider;
+use crate::tls::provider;
 
 /// Environment variable naming the known-hosts file, instead of
 /// `<config dir>/rchat/known_hosts`.
@@ -836,6 +836,11 @@ mod tests {
 
     /// Serves `n` TLS connections on 127.0.0.1, saying "ok" on each;
     /// returns its address.
+    /// A TLS acceptor as the server builds one, without importing it.
+    fn acceptor(cert: &Path, key: &Path) -> TlsAcceptor {
+        TlsAcceptor::from(Arc::new(crate::tls::server_config(cert, key).unwrap()))
+    }
+
     async fn serve_n(acceptor: TlsAcceptor, n: usize) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -852,11 +857,7 @@ mod tests {
     }
 
     async fn serve(pem: &Pem) -> String {
-        serve_n(
-            crate::server::tls::acceptor(&pem.cert, &pem.key).unwrap(),
-            1,
-        )
-        .await
+        serve_n(acceptor(&pem.cert, &pem.key), 1).await
     }
 
     /// Connects as the client would, reads the server's greeting, and
@@ -1058,7 +1059,7 @@ mod tests {
         let (_d, mut known) = empty_known();
         let mode = TrustMode::Ca(other_ca.cert.clone());
 
-        let acceptor = crate::server::tls::acceptor(&server.cert, &server.key).unwrap();
+        let acceptor = acceptor(&server.cert, &server.key);
         let addr = serve_n(acceptor, 2).await;
         let (config, seen) = client_config(&mode, &addr, None, &known).unwrap();
         let err = connect(&addr, config).await.unwrap_err();

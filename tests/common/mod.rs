@@ -246,7 +246,7 @@ pub fn tls_connector(ca: &std::path::Path) -> tokio_rustls::TlsConnector {
     for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(cert.unwrap()).unwrap();
     }
-    let config = rustls::ClientConfig::builder_with_provider(rchat::server::tls::provider())
+    let config = rustls::ClientConfig::builder_with_provider(rchat::tls::provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
