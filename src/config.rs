@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Longest timeout accepted, so deadlines never overflow the clock.
 const MAX_TIMEOUT_SECS: u64 = 86_400;
@@ -16,11 +16,12 @@ const MAX_TIMEOUT_SECS: u64 = 86_400;
 /// Default listening address: loopback only, the classic port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1234";
 
-/// Longest replay on joining, and longest `/history` page.
-pub const MAX_HISTORY_REPLAY: usize = 500;
+/// Bytes `history = "memory"` keeps by default: a few hundred thousand
+/// ordinary lines, small beside the server's other memory.
+pub const DEFAULT_HISTORY_MEMORY_BUDGET: usize = 64 << 20;
 
 /// Where room history is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum HistoryMode {
     /// One SQLite file in the data directory, durable across restarts.
@@ -31,16 +32,19 @@ pub enum HistoryMode {
     Off,
 }
 
-/// Settings of one server instance.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// Settings of one server instance. Every limit an operator may want to
+/// change is a field here; the TOML file uses the same names.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Addresses to accept connections on. All speak TLS when a certificate
     /// is configured.
     pub listen: Vec<SocketAddr>,
     /// PEM certificate chain; with `tls_key`, turns the listeners into TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
     /// Connections held at once, counting those still in a TLS handshake.
     pub max_clients: usize,
@@ -50,8 +54,15 @@ pub struct ServerConfig {
     pub max_sendq: usize,
     /// Rooms one member may be in at once.
     pub max_rooms_per_member: usize,
+    /// Connections the kernel may queue before they are accepted. A class
+    /// logging in at once must not overflow it: an overflowed queue drops
+    /// handshakes, which clients see as multi-second stalls.
+    pub listen_backlog: u32,
     /// Seconds a client has to complete its TLS handshake.
     pub handshake_timeout_secs: u64,
+    /// Milliseconds a new connection is given to send a JSON hello before
+    /// it is greeted as a person in text mode.
+    pub hello_wait_ms: u64,
     /// Seconds a closing connection gets to flush its last lines.
     pub close_timeout_secs: u64,
     /// Seconds of silence from a JSON client before the server pings it.
@@ -62,16 +73,131 @@ pub struct ServerConfig {
     pub history: HistoryMode,
     /// Directory for the history database; the platform's data directory
     /// for rchat when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
-    /// Messages a member is sent on joining a room; 0 for none.
+    /// Messages a member is sent on joining a room; 0 for none. At most
+    /// [`crate::proto::MAX_HISTORY_PAGE`].
     pub history_replay: usize,
     /// Keep only this many of each room's newest messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub history_max_per_room: Option<u64>,
     /// Delete messages older than this (in the file: "30d", "12h", ...).
-    #[serde(deserialize_with = "duration_opt")]
+    #[serde(
+        deserialize_with = "duration_opt",
+        serialize_with = "duration_text",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub history_max_age: Option<Duration>,
+    /// Bytes of messages `history = "memory"` keeps before dropping the
+    /// oldest.
+    pub history_memory_budget: usize,
     /// Store private messages too (off by default; see docs/protocol.md).
     pub store_private: bool,
+}
+
+/// The `rchat serve` flags that override the config file, one per
+/// [`ServerConfig`] field and named after it. Only flags given are applied
+/// (see [`ServerConfig::load`]), so a flag absent from the command line
+/// never hides the file's value.
+#[derive(Debug, Clone, Default, Serialize, clap::Args)]
+pub struct ServeFlags {
+    /// Address to listen on (repeat for several; IPv6 as [::1]:1234).
+    /// [default: 127.0.0.1:1234]
+    #[arg(long, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub listen: Vec<SocketAddr>,
+    /// PEM certificate chain: the listeners speak TLS.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// Most connections held at once. [default: 10000]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_clients: Option<usize>,
+    /// Longest line accepted from a client, in bytes. [default: 1024]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_line: Option<usize>,
+    /// Bytes queued for one client before it is disconnected as too slow.
+    /// [default: 1048576]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_sendq: Option<usize>,
+    /// Rooms one member may be in at once. [default: 32]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_rooms_per_member: Option<usize>,
+    /// Connections the kernel may queue before they are accepted.
+    /// [default: 4096]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_backlog: Option<u32>,
+    /// Seconds a client has to finish its TLS handshake. [default: 10]
+    #[arg(long, value_name = "SECS")]
+    #[serde(
+        rename = "handshake_timeout_secs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub handshake_timeout: Option<u64>,
+    /// Milliseconds to wait for a program's JSON hello before greeting a
+    /// person in text mode. [default: 300]
+    #[arg(long, value_name = "MS")]
+    #[serde(rename = "hello_wait_ms", skip_serializing_if = "Option::is_none")]
+    pub hello_wait: Option<u64>,
+    /// Seconds a closing connection gets to flush its last lines.
+    /// [default: 3]
+    #[arg(long, value_name = "SECS")]
+    #[serde(rename = "close_timeout_secs", skip_serializing_if = "Option::is_none")]
+    pub close_timeout: Option<u64>,
+    /// Seconds of silence from a JSON client before it is pinged.
+    /// [default: 30]
+    #[arg(long, value_name = "SECS")]
+    #[serde(rename = "ping_interval_secs", skip_serializing_if = "Option::is_none")]
+    pub ping_interval: Option<u64>,
+    /// Seconds a JSON client has to answer a ping. [default: 30]
+    #[arg(long, value_name = "SECS")]
+    #[serde(rename = "ping_timeout_secs", skip_serializing_if = "Option::is_none")]
+    pub ping_timeout: Option<u64>,
+    /// Where room history is kept: an SQLite file in --data-dir, memory
+    /// (lost on exit), or off. [default: sqlite]
+    #[arg(long, value_name = "KIND")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<HistoryMode>,
+    /// Directory for the history database (created if missing).
+    /// [default: the platform's data directory, e.g. ~/.local/share/rchat]
+    #[arg(long, value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Messages replayed to a member joining a room; 0 for none.
+    /// [default: 50]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_replay: Option<usize>,
+    /// Keep only each room's newest N messages. [default: all]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_max_per_room: Option<u64>,
+    /// Delete messages older than this, e.g. 30d or 12h. [default: never]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_text)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_max_age: Option<String>,
+    /// Bytes of messages `--history memory` keeps. [default: 67108864]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_memory_budget: Option<usize>,
+    /// Store private messages too (they are not stored by default).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub store_private: bool,
+}
+
+/// Checks a duration flag and keeps its text, as the file would hold it.
+fn parse_duration_text(text: &str) -> Result<String, String> {
+    parse_duration(text).map(|_| text.trim().to_string())
 }
 
 /// Reads "30d", "1h 30m" and the like.
@@ -82,6 +208,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err("a duration must be longer than zero".into());
     }
     Ok(d)
+}
+
+fn duration_text<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+        None => s.serialize_none(),
+    }
 }
 
 fn duration_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -100,7 +233,9 @@ impl Default for ServerConfig {
             max_line: 1024,
             max_sendq: 1024 * 1024,
             max_rooms_per_member: 32,
+            listen_backlog: 4096,
             handshake_timeout_secs: 10,
+            hello_wait_ms: 300,
             close_timeout_secs: 3,
             ping_interval_secs: 30,
             ping_timeout_secs: 30,
@@ -109,6 +244,7 @@ impl Default for ServerConfig {
             history_replay: 50,
             history_max_per_room: None,
             history_max_age: None,
+            history_memory_budget: DEFAULT_HISTORY_MEMORY_BUDGET,
             store_private: false,
         }
     }
@@ -129,6 +265,8 @@ pub enum ConfigError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("cannot apply the command-line flags: {0}")]
+    Flags(String),
 }
 
 impl ServerConfig {
@@ -142,6 +280,37 @@ impl ServerConfig {
             path: path.to_owned(),
             cause,
         })
+    }
+
+    /// The one merge step: defaults, then the file (if any), then the flags
+    /// that were given, then [`ServerConfig::validate`].
+    pub fn load(file: Option<&Path>, flags: &ServeFlags) -> Result<ServerConfig, ConfigError> {
+        let base = match file {
+            Some(path) => ServerConfig::from_file(path)?,
+            None => ServerConfig::default(),
+        };
+        let config = base.overridden_by(flags)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// This configuration with the given flags laid over it. The flags are
+    /// serialised under the file's field names, so a new field needs no
+    /// copying code here.
+    pub fn overridden_by(&self, flags: &ServeFlags) -> Result<ServerConfig, ConfigError> {
+        let flags_err = |e: &dyn std::fmt::Display| ConfigError::Flags(e.to_string());
+        let mut table = toml::Table::try_from(self).map_err(|e| flags_err(&e))?;
+        let over = toml::Table::try_from(flags).map_err(|e| flags_err(&e))?;
+        table.extend(over);
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| flags_err(&e))
+    }
+
+    /// The configuration as a TOML file that [`ServerConfig::from_file`]
+    /// reads back unchanged (`rchat serve --print-config`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot print the configuration: {e}\n"))
     }
 
     /// Checks values that would make the server useless or unsafe.
@@ -186,8 +355,22 @@ impl ServerConfig {
         if self.max_rooms_per_member == 0 {
             return bad("max-rooms-per-member must be at least 1");
         }
-        if self.history_replay > MAX_HISTORY_REPLAY {
-            return bad("history-replay must be at most 500 messages");
+        if self.history_replay > crate::proto::MAX_HISTORY_PAGE {
+            return Err(ConfigError::Invalid(format!(
+                "history-replay must be at most {} messages",
+                crate::proto::MAX_HISTORY_PAGE
+            )));
+        }
+        if self.listen_backlog == 0 {
+            return bad("listen-backlog must be at least 1");
+        }
+        if !(1..=60_000).contains(&self.hello_wait_ms) {
+            return bad("hello-wait must be between 1 and 60000 milliseconds");
+        }
+        if self.history_memory_budget == 0 {
+            return bad(
+                "history-memory-budget must be at least 1 byte; use --history off to keep none",
+            );
         }
         if self.history_max_per_room == Some(0) {
             return bad("history-max-per-room must be at least 1; use --history off to keep none");
@@ -197,6 +380,10 @@ impl ServerConfig {
 
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout_secs)
+    }
+
+    pub fn hello_wait(&self) -> Duration {
+        Duration::from_millis(self.hello_wait_ms)
     }
 
     pub fn close_timeout(&self) -> Duration {
@@ -262,6 +449,59 @@ mod tests {
         assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("12").is_err());
+    }
+
+    #[test]
+    fn printed_config_reads_back_unchanged() {
+        let defaults = ServerConfig::default();
+        assert_eq!(
+            toml::from_str::<ServerConfig>(&defaults.to_toml()).unwrap(),
+            defaults
+        );
+        let every = ServerConfig {
+            listen: vec![
+                "[::1]:7000".parse().unwrap(),
+                "127.0.0.1:7001".parse().unwrap(),
+            ],
+            tls_cert: Some("/etc/rchat/cert.pem".into()),
+            tls_key: Some("/etc/rchat/key.pem".into()),
+            data_dir: Some("/var/lib/rchat".into()),
+            history: HistoryMode::Memory,
+            history_max_per_room: Some(1000),
+            history_max_age: Some(Duration::from_secs(30 * 86_400 + 3600)),
+            store_private: true,
+            max_line: 4096,
+            ..defaults
+        };
+        let text = every.to_toml();
+        assert_eq!(
+            toml::from_str::<ServerConfig>(&text).unwrap(),
+            every,
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file_and_only_when_given() {
+        let file = ServerConfig {
+            max_line: 2048,
+            history_replay: 7,
+            ..ServerConfig::default()
+        };
+        let flags = ServeFlags {
+            max_line: Some(4096),
+            history_max_age: Some("12h".into()),
+            handshake_timeout: Some(4),
+            store_private: true,
+            ..ServeFlags::default()
+        };
+        let merged = file.overridden_by(&flags).unwrap();
+        assert_eq!(merged.max_line, 4096);
+        assert_eq!(merged.history_replay, 7);
+        assert_eq!(merged.handshake_timeout_secs, 4);
+        assert_eq!(merged.history_max_age, Some(Duration::from_secs(12 * 3600)));
+        assert!(merged.store_private);
+        assert_eq!(file.overridden_by(&ServeFlags::default()).unwrap(), file);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use rchat::cert;
-use rchat::config::{HistoryMode, ServerConfig};
+use rchat::config::{ServeFlags, ServerConfig};
 use rchat::server::Server;
 
 #[derive(Parser)]
@@ -169,50 +169,12 @@ struct ServeArgs {
     /// TOML file with server settings; flags given here override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Address to listen on (repeat for several; IPv6 as [::1]:1234).
-    /// [default: 127.0.0.1:1234]
-    #[arg(long, value_name = "ADDR")]
-    listen: Vec<SocketAddr>,
-    /// PEM certificate chain: the listeners speak TLS.
-    #[arg(long, value_name = "PEM", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// PEM private key for --tls-cert.
-    #[arg(long, value_name = "PEM", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// Most connections held at once. [default: 10000]
-    #[arg(long, value_name = "N")]
-    max_clients: Option<usize>,
-    /// Longest line accepted from a client, in bytes. [default: 1024]
-    #[arg(long, value_name = "BYTES")]
-    max_line: Option<usize>,
-    /// Bytes queued for one client before it is disconnected as too slow.
-    /// [default: 1048576]
-    #[arg(long, value_name = "BYTES")]
-    max_sendq: Option<usize>,
-    /// Seconds a client has to finish its TLS handshake. [default: 10]
-    #[arg(long, value_name = "SECS")]
-    handshake_timeout: Option<u64>,
-    /// Where room history is kept: an SQLite file in --data-dir, memory
-    /// (lost on exit), or off. [default: sqlite]
-    #[arg(long, value_name = "KIND")]
-    history: Option<HistoryMode>,
-    /// Directory for the history database (created if missing).
-    /// [default: the platform's data directory, e.g. ~/.local/share/rchat]
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// Messages replayed to a member joining a room; 0 for none.
-    /// [default: 50]
-    #[arg(long, value_name = "N")]
-    history_replay: Option<usize>,
-    /// Keep only each room's newest N messages. [default: all]
-    #[arg(long, value_name = "N")]
-    history_max_per_room: Option<u64>,
-    /// Delete messages older than this, e.g. 30d or 12h. [default: never]
-    #[arg(long, value_name = "DURATION", value_parser = rchat::config::parse_duration)]
-    history_max_age: Option<std::time::Duration>,
-    /// Store private messages too (they are not stored by default).
+    /// Print the effective configuration (defaults, then --config, then
+    /// flags) as TOML that --config reads back, and exit.
     #[arg(long)]
-    store_private: bool,
+    print_config: bool,
+    #[command(flatten)]
+    flags: ServeFlags,
 }
 
 #[derive(Args)]
@@ -282,46 +244,10 @@ fn connect(args: ConnectArgs) -> anyhow::Result<u8> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<u8> {
-    let mut config = match &args.config {
-        Some(path) => ServerConfig::from_file(path)?,
-        None => ServerConfig::default(),
-    };
-    if !args.listen.is_empty() {
-        config.listen = args.listen;
-    }
-    if args.tls_cert.is_some() {
-        config.tls_cert = args.tls_cert;
-        config.tls_key = args.tls_key;
-    }
-    if let Some(n) = args.max_clients {
-        config.max_clients = n;
-    }
-    if let Some(n) = args.max_line {
-        config.max_line = n;
-    }
-    if let Some(n) = args.max_sendq {
-        config.max_sendq = n;
-    }
-    if let Some(n) = args.handshake_timeout {
-        config.handshake_timeout_secs = n;
-    }
-    if let Some(mode) = args.history {
-        config.history = mode;
-    }
-    if args.data_dir.is_some() {
-        config.data_dir = args.data_dir;
-    }
-    if let Some(n) = args.history_replay {
-        config.history_replay = n;
-    }
-    if args.history_max_per_room.is_some() {
-        config.history_max_per_room = args.history_max_per_room;
-    }
-    if args.history_max_age.is_some() {
-        config.history_max_age = args.history_max_age;
-    }
-    if args.store_private {
-        config.store_private = true;
+    let config = ServerConfig::load(args.config.as_deref(), &args.flags)?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(0);
     }
     raise_fd_limit();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

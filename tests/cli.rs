@@ -187,3 +187,63 @@ fn bad_flags_fail_with_a_useful_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/cert.pem"), "{err}");
 }
+
+/// `serve --print-config` shows defaults, the file and the flags merged, as
+/// TOML that `--config` reads back to the very same configuration.
+#[test]
+fn print_config_round_trips_through_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rchat.toml");
+    std::fs::write(
+        &file,
+        "max_line = 2048\nhistory = \"memory\"\nhistory_max_age = \"30d\"\n",
+    )
+    .unwrap();
+    let print = |config: &std::path::Path, extra: &[&str]| {
+        let out = rchat()
+            .args(["serve", "--print-config", "--config"])
+            .arg(config)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = print(
+        &file,
+        &[
+            "--max-line",
+            "4096",
+            "--listen",
+            "[::1]:7000",
+            "--store-private",
+        ],
+    );
+    // Flags win over the file; the file wins over the defaults.
+    assert!(first.contains("max_line = 4096"), "{first}");
+    assert!(first.contains("history = \"memory\""), "{first}");
+    assert!(first.contains("store_private = true"), "{first}");
+    assert!(first.contains("[::1]:7000"), "{first}");
+    assert!(first.contains("max_clients = 10000"), "{first}");
+    let printed = dir.path().join("printed.toml");
+    std::fs::write(&printed, &first).unwrap();
+    let second = print(&printed, &[]);
+    assert_eq!(first, second);
+    let parsed: rchat::config::ServerConfig = toml::from_str(&first).unwrap();
+    assert_eq!(
+        parsed.history_max_age,
+        Some(Duration::from_secs(30 * 86_400))
+    );
+
+    // A bad value is refused with the reason, before anything is printed.
+    let bad = rchat()
+        .args(["serve", "--print-config", "--max-line", "3"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("max-line"));
+}

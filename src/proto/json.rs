@@ -139,7 +139,7 @@ pub enum LeaveKind {
 }
 
 /// Most messages one `history` answer carries, whatever `limit` asks.
-pub const MAX_HISTORY_PAGE: usize = 500;
+pub use super::MAX_HISTORY_PAGE;
 
 /// One stored message in a [`ServerMsg::History`]; the fields mean what they
 /// mean in [`ServerMsg::Message`].

@@ -7,6 +7,10 @@
 //! - [`json`] is the structured protocol for programs, shared by server and client.
 //! - [`text`] parses the human text protocol's commands and renders events.
 
+/// Most stored messages one history page carries, in either protocol, and
+/// the most a joiner is replayed: the one bound on a history answer's size.
+pub const MAX_HISTORY_PAGE: usize = 500;
+
 pub mod json;
 pub mod line;
 pub mod sanitize;

@@ -93,7 +93,7 @@ pub fn parse(line: &str) -> Input<'_> {
 /// Messages `/history` shows when no number is given.
 pub const DEFAULT_HISTORY: usize = 20;
 /// Most messages one `/history` shows.
-pub const MAX_HISTORY: usize = crate::config::MAX_HISTORY_REPLAY;
+pub const MAX_HISTORY: usize = super::MAX_HISTORY_PAGE;
 
 fn one_word(args: &str) -> Option<&str> {
     (!args.is_empty() && !args.contains([' ', '\t'])).then_some(args)

@@ -65,11 +65,18 @@ pub struct HubLimits {
     pub max_rooms_per_member: usize,
 }
 
+impl HubLimits {
+    /// The hub's share of the server configuration.
+    pub fn from_config(config: &crate::config::ServerConfig) -> HubLimits {
+        HubLimits {
+            max_rooms_per_member: config.max_rooms_per_member,
+        }
+    }
+}
+
 impl Default for HubLimits {
     fn default() -> Self {
-        HubLimits {
-            max_rooms_per_member: 32,
-        }
+        HubLimits::from_config(&crate::config::ServerConfig::default())
     }
 }
 

@@ -82,7 +82,7 @@ fn open_store(config: &ServerConfig) -> Result<Option<OpenStore>, ServerError> {
     match config.history {
         HistoryMode::Off => Ok(None),
         HistoryMode::Memory => Ok(Some(OpenStore {
-            store: store::memory(retention),
+            store: store::memory_within(retention, config.history_memory_budget),
             _lock: None,
         })),
         HistoryMode::Sqlite => {
@@ -147,8 +147,8 @@ impl Server {
         };
         let mut listeners = Vec::new();
         for addr in &config.listen {
-            let listener =
-                listen(*addr).map_err(|cause| ServerError::Bind { addr: *addr, cause })?;
+            let listener = listen(*addr, config.listen_backlog)
+                .map_err(|cause| ServerError::Bind { addr: *addr, cause })?;
             listeners.push(listener);
         }
         let store = open_store(&config)?;
@@ -157,12 +157,7 @@ impl Server {
             replay: config.history_replay,
             store_private: config.store_private,
         });
-        let hub = Arc::new(Hub::with_history(
-            HubLimits {
-                max_rooms_per_member: config.max_rooms_per_member,
-            },
-            history,
-        ));
+        let hub = Arc::new(Hub::with_history(HubLimits::from_config(&config), history));
         Ok(Server {
             config: Arc::new(config),
             listeners,
@@ -268,12 +263,9 @@ async fn tell_held_notices(hub: Arc<Hub>, stop: CancellationToken) {
     }
 }
 
-/// Pending connections the kernel may queue before we accept them. A burst
-/// of joins (a class logging in at once) must not overflow it: an overflowed
-/// queue silently drops handshakes, which clients see as multi-second stalls.
-const LISTEN_BACKLOG: u32 = 4096;
-
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// Binds `addr` with a kernel accept queue of `backlog` connections
+/// (`listen_backlog`).
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -282,7 +274,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     #[cfg(unix)]
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
+    socket.listen(backlog)
 }
 
 /// The accept loop of one listener.

@@ -42,7 +42,7 @@ impl Room {
 }
 
 /// Default byte budget of [`MemoryStore`].
-pub const DEFAULT_MEMORY_BUDGET: usize = 64 << 20;
+pub const DEFAULT_MEMORY_BUDGET: usize = crate::config::DEFAULT_HISTORY_MEMORY_BUDGET;
 
 #[derive(Debug, Default)]
 struct Inner {

@@ -45,7 +45,7 @@ pub use sqlite::{SqliteOptions, SqliteStore};
 pub const DEFAULT_DB_FILE: &str = "history.sqlite3";
 
 /// Most messages one [`Store::page`] call returns; larger limits are clamped.
-pub const MAX_PAGE: usize = 1000;
+pub const MAX_PAGE: usize = crate::proto::MAX_HISTORY_PAGE;
 
 /// One stored room message.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -31,9 +31,6 @@ use crate::server::outbox::{Outbox, Outgoing};
 use lines::LineReader;
 use writer::{write_loop, Encoding};
 
-/// How long to wait for a JSON hello before greeting in text mode.
-pub const DETECT_TIMEOUT: Duration = Duration::from_millis(300);
-
 /// A connection's framed input, boxed so both protocols share one type.
 type Frames = LineReader<ReadHalf<Box<dyn Stream>>>;
 
@@ -73,7 +70,7 @@ pub fn run(
         let (reader, writer) = tokio::io::split(stream);
         let codec = LineCodec::new(json_frame_limit(config.max_line));
         let mut frames = LineReader::new(reader, codec);
-        let first = Box::pin(tokio::time::timeout(DETECT_TIMEOUT, frames.next())).await;
+        let first = Box::pin(tokio::time::timeout(config.hello_wait(), frames.next())).await;
         let first = match first {
             Err(_) => None,
             Ok(Some(Ok(frame))) => Some(frame),
