@@ -23,6 +23,14 @@ pub enum LeaveReason {
     Dropped(Arc<str>),
 }
 
+/// One chat line (or `/me` action) a member posts; a read of several lines
+/// posts them as one batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatLine {
+    pub text: Arc<str>,
+    pub action: bool,
+}
+
 /// Something a member is told about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {

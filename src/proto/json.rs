@@ -11,7 +11,9 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, LeaveReason};
+use super::request::Request;
+use super::sanitize;
+use crate::event::{ChatLine, Event, LeaveReason};
 
 /// Protocol name carried in the hello, so a stray JSON line is not taken as
 /// a request to switch protocols.
@@ -265,6 +267,105 @@ pub enum ServerMsg {
     Bye {
         reason: String,
     },
+}
+
+/// Messages a `history` request gets when it names no `limit`.
+pub const DEFAULT_HISTORY_PAGE: usize = 50;
+
+/// Longest room or nick argument kept: a name that is invalid is echoed
+/// back in the error, which must stay short.
+const MAX_NAME_ARG: usize = 64;
+
+/// A name from a request, made safe to echo: sanitised and bounded.
+pub fn name_arg(s: &str) -> String {
+    truncate(&sanitize::clean(s), MAX_NAME_ARG).to_string()
+}
+
+/// The longest prefix of `s` within `max` bytes, cut at a character boundary.
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The [`Request`] a client message asks for, with the id its answer must
+/// carry. `None` for a hello, which is only valid as the first line. Names
+/// are sanitised and bounded here; chat text is left for the server to
+/// check, as it is for the text protocol.
+pub fn into_request(msg: ClientMsg) -> Option<(Option<String>, Request)> {
+    let request = match msg {
+        ClientMsg::Hello { .. } => return None,
+        ClientMsg::Say {
+            id,
+            room,
+            text,
+            action,
+        } => (
+            id,
+            Request::Say {
+                room: name_arg(&room),
+                lines: vec![ChatLine {
+                    text: text.into(),
+                    action,
+                }],
+            },
+        ),
+        ClientMsg::Msg { id, to, text } => (
+            id,
+            Request::Msg {
+                to: name_arg(&to),
+                text,
+            },
+        ),
+        ClientMsg::Join { id, room } => (
+            id,
+            Request::Join {
+                room: name_arg(&room),
+                leaving: None,
+            },
+        ),
+        ClientMsg::Part { id, room } => (
+            id,
+            Request::Part {
+                room: name_arg(&room),
+            },
+        ),
+        ClientMsg::Nick { id, nick } => (
+            id,
+            Request::Nick {
+                nick: name_arg(&nick),
+            },
+        ),
+        ClientMsg::Rooms { id } => (id, Request::Rooms),
+        ClientMsg::Who { id, room } => (
+            id,
+            Request::Who {
+                room: name_arg(&room),
+            },
+        ),
+        ClientMsg::History {
+            id,
+            room,
+            before,
+            limit,
+        } => (
+            id,
+            Request::History {
+                room: name_arg(&room),
+                before,
+                limit: limit.unwrap_or(DEFAULT_HISTORY_PAGE).min(MAX_HISTORY_PAGE),
+            },
+        ),
+        ClientMsg::Ping { token } => (None, Request::Ping { token }),
+        ClientMsg::Pong { .. } => (None, Request::Pong),
+        ClientMsg::Quit { reason } => (None, Request::Quit { reason }),
+    };
+    Some(request)
 }
 
 /// Why a line could not be decoded.
@@ -591,6 +692,60 @@ mod tests {
             let _ = decode_client(s.as_bytes());
             let _ = decode_server(s.as_bytes());
         }
+    }
+
+    #[test]
+    fn messages_become_requests_with_names_made_safe() {
+        let (id, req) = into_request(ClientMsg::Join {
+            id: Some("j1".into()),
+            room: format!("\u{1b}[2J{}", "x".repeat(100)),
+        })
+        .unwrap();
+        assert_eq!(id.as_deref(), Some("j1"));
+        match req {
+            Request::Join { room, leaving } => {
+                assert!(!room.contains('\u{1b}'), "{room:?}");
+                assert!(room.len() <= MAX_NAME_ARG);
+                assert_eq!(leaving, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        let (_, req) = into_request(ClientMsg::History {
+            id: None,
+            room: "lobby".into(),
+            before: Some(9),
+            limit: Some(100_000),
+        })
+        .unwrap();
+        assert_eq!(
+            req,
+            Request::History {
+                room: "lobby".into(),
+                before: Some(9),
+                limit: MAX_HISTORY_PAGE
+            }
+        );
+        let (_, req) = into_request(ClientMsg::History {
+            id: None,
+            room: "lobby".into(),
+            before: None,
+            limit: None,
+        })
+        .unwrap();
+        assert!(matches!(
+            req,
+            Request::History {
+                limit: DEFAULT_HISTORY_PAGE,
+                ..
+            }
+        ));
+        assert!(into_request(ClientMsg::Hello {
+            proto: PROTO_NAME.into(),
+            version: VERSION,
+            nick: None,
+            rooms: None
+        })
+        .is_none());
     }
 
     #[test]

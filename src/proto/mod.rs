@@ -6,6 +6,7 @@
 //! - [`sanitize`] neutralises control characters before text reaches anyone.
 //! - [`json`] is the structured protocol for programs, shared by server and client.
 //! - [`text`] parses the human text protocol's commands and renders events.
+//! - [`request`] is what both protocols' input becomes: one [`request::Request`].
 
 /// Most stored messages one history page carries, in either protocol, and
 /// the most a joiner is replayed: the one bound on a history answer's size.
@@ -13,5 +14,6 @@ pub const MAX_HISTORY_PAGE: usize = 500;
 
 pub mod json;
 pub mod line;
+pub mod request;
 pub mod sanitize;
 pub mod text;

@@ -26,6 +26,19 @@
 //! the joiner, so live traffic continues exactly after it. A room's numbering
 //! is taken from the store when the room is created, so it survives the room
 //! emptying and the server restarting.
+//!
+//! # What may happen under the lock
+//!
+//! Only work on memory that cannot wait: map lookups, sequencing, pushing
+//! to outboxes (which never block; an overflow marks the member for
+//! eviction), queueing an append to the store (which never blocks; a full
+//! queue fails the receipt), and logging. Never a socket, a disk read, a
+//! network round trip, an `.await` or a sleep: one slow call there would
+//! stall every room. So a room that comes back to life is read from the
+//! store *before* the lock is taken ([`Hub::prepare_join`], or the blocking
+//! read in [`Hub::join`] done with the lock released), and the read is
+//! checked against the rooms retired meanwhile, so numbering never goes
+//! back. Private messages' numbering is read the same way.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,7 +51,7 @@ use tracing::{debug, error, info};
 use crate::event::{Bundle, Envelope, Event, LeaveReason};
 use crate::names::{key_of, NameError, Nick, RoomName};
 use crate::server::outbox::{Outbox, Outgoing, Push};
-use crate::store::{Receipt, Store, StoredMessage};
+use crate::store::{Receipt, RoomLog, Store, StoredMessage};
 
 /// Store key under which private messages are kept with `--store-private`.
 /// It cannot collide with a room's key: room names have no `~`.
@@ -53,6 +66,9 @@ const BIG_ROOM: usize = 128;
 const MAX_HELD: usize = 256;
 /// Longest a notice is held: after this [`Hub::tell_held`] is due.
 pub const NOTICE_DELAY: Duration = Duration::from_millis(50);
+/// Rooms remembered as retired, to check a store read made with the lock
+/// released; a read older than this many retirements is simply redone.
+const RETIRED_KEPT: usize = 1024;
 
 /// Identifies one registered member for the lifetime of its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -95,6 +111,52 @@ impl std::fmt::Debug for History {
             .field("replay", &self.replay)
             .field("store_private", &self.store_private)
             .finish_non_exhaustive()
+    }
+}
+
+/// A room's log read from the store with the hub's lock released, to bring
+/// the room back to life: see [`Hub::prepare_join`].
+#[derive(Debug)]
+pub struct RoomSeed {
+    key: String,
+    /// How many rooms had been retired when the read began.
+    retired: u64,
+    log: RoomLog,
+}
+
+/// Rooms removed (emptied) lately, numbered, so that a store read made
+/// without the lock can tell whether the room lived and died meanwhile.
+#[derive(Debug, Default)]
+struct Retired {
+    count: u64,
+    /// `(number, room key)` of the last [`RETIRED_KEPT`] retirements.
+    recent: VecDeque<(u64, String)>,
+}
+
+impl Retired {
+    fn push(&mut self, key: &str) {
+        self.count += 1;
+        if self.recent.len() >= RETIRED_KEPT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((self.count, key.to_string()));
+    }
+
+    /// Whether a read of room `key` begun when `since` rooms had been
+    /// retired still holds: the room was not retired since.
+    fn unchanged_since(&self, key: &str, since: u64) -> bool {
+        if self.count == since {
+            return true;
+        }
+        match self.recent.front() {
+            // Retirements since the read are not all remembered.
+            Some((first, _)) if *first > since + 1 => false,
+            None => false,
+            Some(_) => !self
+                .recent
+                .iter()
+                .any(|(n, k)| *n > since && k.as_str() == key),
+        }
     }
 }
 
@@ -143,12 +205,7 @@ pub struct Joined {
     pub members: Vec<Nick>,
 }
 
-/// One chat line (or `/me` action) of a [`Hub::say_many`] batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChatLine {
-    pub text: Arc<str>,
-    pub action: bool,
-}
+pub use crate::event::ChatLine;
 
 /// Where a message was placed in its room's order.
 #[derive(Debug)]
@@ -283,6 +340,8 @@ struct State {
     /// Last seq used for a stored private message; read from the store on
     /// first use.
     private_seq: Option<u64>,
+    /// Rooms emptied and removed, for checking reads made without the lock.
+    retired: Retired,
 }
 
 /// The shared chat state. Cheap to share: wrap in an `Arc`.
@@ -317,9 +376,9 @@ impl Hub {
         }
     }
 
-    /// A new room, numbered on from what the store holds for it and primed
-    /// with its newest stored messages.
-    fn new_room(&self, name: RoomName) -> Room {
+    /// A new room, numbered on from the store's log of it (read before the
+    /// lock was taken) and primed with its newest stored messages.
+    fn new_room(&self, name: RoomName, log: Option<RoomLog>) -> Room {
         let mut room = Room {
             name,
             members: Roster::default(),
@@ -327,34 +386,68 @@ impl Hub {
             recent: VecDeque::new(),
             held: Held::default(),
         };
-        let Some(history) = &self.history else {
+        let Some(log) = log else {
             return room;
         };
-        let key = room.name.key();
-        match history.store.last_seq(&key) {
-            Ok(seq) => room.last_seq = seq,
-            // Numbering from 0 would collide with stored messages; the
-            // store refuses those, so chat goes on but is not stored.
-            Err(e) => error!(room = %room.name, error = %e, "cannot read the room's last seq"),
+        room.last_seq = log.last_seq;
+        // Spelled as it was when it was last used.
+        if let Some(name) = log
+            .recent
+            .last()
+            .and_then(|m| RoomName::parse(&m.room_name).ok())
+        {
+            room.name = name;
         }
-        if history.replay > 0 {
-            match history.store.page(&key, None, history.replay) {
-                Ok(page) => {
-                    // Spelled as it was when it was last used.
-                    if let Some(name) = page.last().and_then(|m| RoomName::parse(&m.room_name).ok())
-                    {
-                        room.name = name;
-                    }
-                    room.recent.extend(
-                        page.iter()
-                            .filter_map(StoredMessage::to_event)
-                            .map(Envelope::new),
-                    )
-                }
-                Err(e) => error!(room = %room.name, error = %e, "cannot read the room's history"),
-            }
-        }
+        room.recent.extend(
+            log.recent
+                .iter()
+                .filter_map(StoredMessage::to_event)
+                .map(Envelope::new),
+        );
         room
+    }
+
+    /// Reads a room's log from the store, blocking. Never called with the
+    /// lock held. A failed read numbers the room from 0: the store refuses
+    /// the colliding appends, so chat goes on but is not stored.
+    fn read_log(history: &History, key: &str) -> RoomLog {
+        RoomLog::read(&*history.store, key, history.replay).unwrap_or_else(|e| {
+            error!(room = %key, error = %e, "cannot read the room's history");
+            RoomLog::default()
+        })
+    }
+
+    /// Whether joining `room` needs a store read first: history is on and
+    /// the room is not live. Then call [`Hub::prepare_join`].
+    pub fn needs_prepare(&self, room: &str) -> bool {
+        self.history.is_some() && !self.lock().rooms.contains_key(&key_of(room))
+    }
+
+    /// Reads from the store what joining `room` will need if the room is
+    /// not live (it is empty, or was never used since the start), without
+    /// blocking a thread and without the hub's lock. Pass the result to
+    /// [`Hub::join_seeded`] or [`Hub::switch_seeded`]; `None` when nothing
+    /// needs reading.
+    pub async fn prepare_join(&self, room: &str) -> Option<RoomSeed> {
+        let history = self.history.as_ref()?;
+        let key = key_of(room);
+        let retired = {
+            let st = self.lock();
+            if st.rooms.contains_key(&key) {
+                return None;
+            }
+            st.retired.count
+        };
+        let log = history
+            .store
+            .clone()
+            .room_log(key.clone(), history.replay)
+            .await
+            .unwrap_or_else(|e| {
+                error!(room = %key, error = %e, "cannot read the room's history");
+                RoomLog::default()
+            });
+        Some(RoomSeed { key, retired, log })
     }
 
     /// The replay a joiner of `room` gets, if history is on.
@@ -492,7 +585,31 @@ impl Hub {
         room: &str,
         confirm: impl FnOnce(&Joined) -> Outgoing,
     ) -> Result<Joined, HubError> {
-        self.join_leaving(id, room, None, confirm)
+        self.join_leaving(id, room, None, None, confirm)
+    }
+
+    /// [`Hub::join`] with what [`Hub::prepare_join`] read, so the store is
+    /// not read again on this thread (unless the room lived and died since).
+    pub fn join_seeded(
+        &self,
+        id: MemberId,
+        room: &str,
+        seed: Option<RoomSeed>,
+        confirm: impl FnOnce(&Joined) -> Outgoing,
+    ) -> Result<Joined, HubError> {
+        self.join_leaving(id, room, None, seed, confirm)
+    }
+
+    /// [`Hub::switch`] with what [`Hub::prepare_join`] read.
+    pub fn switch_seeded(
+        &self,
+        id: MemberId,
+        from: &str,
+        to: &str,
+        seed: Option<RoomSeed>,
+        confirm: impl FnOnce(&Joined) -> Outgoing,
+    ) -> Result<Joined, HubError> {
+        self.join_leaving(id, to, Some(key_of(from)), seed, confirm)
     }
 
     /// Moves a member from one room to another in one step, as the text
@@ -505,7 +622,7 @@ impl Hub {
         to: &str,
         confirm: impl FnOnce(&Joined) -> Outgoing,
     ) -> Result<Joined, HubError> {
-        self.join_leaving(id, to, Some(key_of(from)), confirm)
+        self.join_leaving(id, to, Some(key_of(from)), None, confirm)
     }
 
     fn join_leaving(
@@ -513,11 +630,35 @@ impl Hub {
         id: MemberId,
         room: &str,
         leaving: Option<String>,
+        mut seed: Option<RoomSeed>,
         confirm: impl FnOnce(&Joined) -> Outgoing,
     ) -> Result<Joined, HubError> {
         let name = RoomName::parse(room)?;
         let key = name.key();
-        let mut guard = self.lock();
+        // A room that is not live is read from the store with the lock
+        // released, then the read is checked under the lock: if the room
+        // lived and died in between, its numbering moved on, so read again.
+        let mut guard = loop {
+            let guard = self.lock();
+            let Some(history) = &self.history else {
+                break guard;
+            };
+            if guard.rooms.contains_key(&key) {
+                break guard;
+            }
+            if let Some(s) = &seed {
+                if s.key == key && guard.retired.unchanged_since(&key, s.retired) {
+                    break guard;
+                }
+            }
+            let retired = guard.retired.count;
+            drop(guard);
+            seed = Some(RoomSeed {
+                key: key.clone(),
+                retired,
+                log: Self::read_log(history, &key),
+            });
+        };
         let st = &mut *guard;
         let member = st.members.get(&id).ok_or(HubError::Gone)?;
         if member.rooms.contains(&key) {
@@ -535,7 +676,7 @@ impl Hub {
         let room = st
             .rooms
             .entry(key.clone())
-            .or_insert_with(|| self.new_room(name));
+            .or_insert_with(|| self.new_room(name, seed.take().map(|s| s.log)));
         let room_name = room.name.clone();
         let replay = self.replay(room);
         let env = Envelope::new(Event::Joined {
@@ -672,6 +813,7 @@ impl Hub {
 
     /// Sends a private message to one member, found by nick.
     pub fn private(&self, id: MemberId, to: &str, text: &str) -> Result<Nick, HubError> {
+        self.load_private_seq();
         let mut guard = self.lock();
         let st = &mut *guard;
         let from = st.members.get(&id).ok_or(HubError::Gone)?.nick.clone();
@@ -685,12 +827,8 @@ impl Hub {
         };
         let ts_ms = now_ms();
         if let Some(history) = self.history.as_ref().filter(|h| h.store_private) {
-            let last = *st.private_seq.get_or_insert_with(|| {
-                history.store.last_seq(PRIVATE_KEY).unwrap_or_else(|e| {
-                    error!(error = %e, "cannot read the private messages' last seq");
-                    0
-                })
-            });
+            // Read by `load_private_seq` before the lock was taken.
+            let last = st.private_seq.unwrap_or(0);
             st.private_seq = Some(last + 1);
             // Kept for the operator; nothing reads them back, so the receipt
             // is not awaited. `room_name` holds the recipient.
@@ -713,6 +851,24 @@ impl Hub {
         st.deliver(target, &outbox, &env);
         self.settle(st);
         Ok(to_nick)
+    }
+
+    /// Reads where stored private messages are numbered from, once, with
+    /// the lock released: nothing appends them until it is known.
+    fn load_private_seq(&self) {
+        let Some(history) = self.history.as_ref().filter(|h| h.store_private) else {
+            return;
+        };
+        if self.lock().private_seq.is_some() {
+            return;
+        }
+        let last = history.store.last_seq(PRIVATE_KEY).unwrap_or_else(|e| {
+            error!(error = %e, "cannot read the private messages' last seq");
+            0
+        });
+        let mut st = self.lock();
+        // Another caller may have read it and stored messages meanwhile.
+        st.private_seq = Some(st.private_seq.map_or(last, |seen| seen.max(last)));
     }
 
     /// Every room with its member count, sorted by name.
@@ -744,7 +900,7 @@ impl Hub {
     /// Up to `limit` stored messages of a room the member is in, with `seq`
     /// below `before` (the newest without it), oldest first. Reads the
     /// store outside the hub's lock, so it may block on the disk briefly:
-    /// call it off the async threads.
+    /// call it off the async threads, or use [`Hub::read_history`].
     pub fn history(
         &self,
         id: MemberId,
@@ -753,26 +909,55 @@ impl Hub {
         limit: usize,
     ) -> Result<HistoryPage, HubError> {
         let history = self.history.as_ref().ok_or(HubError::NoHistory)?;
+        let (key, name) = self.history_room(id, room)?;
+        let messages = history.store.page(&key, before, limit);
+        Self::history_page(name, messages, limit)
+    }
+
+    /// [`Hub::history`] for async callers: the store is read through its
+    /// async face, without blocking a runtime thread.
+    pub async fn read_history(
+        &self,
+        id: MemberId,
+        room: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage, HubError> {
+        let history = self.history.as_ref().ok_or(HubError::NoHistory)?;
+        let (key, name) = self.history_room(id, room)?;
+        let messages = history.store.clone().page_async(key, before, limit).await;
+        Self::history_page(name, messages, limit)
+    }
+
+    /// The key and name of a room whose history the member may read: one
+    /// it is in.
+    fn history_room(&self, id: MemberId, room: &str) -> Result<(String, RoomName), HubError> {
         let key = key_of(room);
-        let name = {
-            let guard = self.lock();
-            let member = guard.members.get(&id).ok_or(HubError::Gone)?;
-            if !member.rooms.contains(&key) {
-                return Err(HubError::NotInRoom(room.to_string()));
-            }
-            guard
-                .rooms
-                .get(&key)
-                .map(|r| r.name.clone())
-                .ok_or_else(|| HubError::NotInRoom(room.to_string()))?
-        };
-        let messages = history.store.page(&key, before, limit).map_err(|e| {
-            error!(room = %name, error = %e, "cannot read history");
+        let guard = self.lock();
+        let member = guard.members.get(&id).ok_or(HubError::Gone)?;
+        if !member.rooms.contains(&key) {
+            return Err(HubError::NotInRoom(room.to_string()));
+        }
+        let name = guard
+            .rooms
+            .get(&key)
+            .map(|r| r.name.clone())
+            .ok_or_else(|| HubError::NotInRoom(room.to_string()))?;
+        Ok((key, name))
+    }
+
+    fn history_page(
+        room: RoomName,
+        messages: Result<Vec<StoredMessage>, crate::store::StoreError>,
+        limit: usize,
+    ) -> Result<HistoryPage, HubError> {
+        let messages = messages.map_err(|e| {
+            error!(%room, error = %e, "cannot read history");
             HubError::HistoryUnreadable
         })?;
         let more = messages.len() >= limit && messages.first().is_some_and(|m| m.seq > 1);
         Ok(HistoryPage {
-            room: name,
+            room,
             messages,
             more,
         })
@@ -961,6 +1146,7 @@ impl State {
         room.members.remove(&nick);
         if room.members.is_empty() {
             self.rooms.remove(room_key);
+            self.retired.push(room_key);
             return;
         }
         room.held.late.retain(|(late, _)| *late != id);
@@ -1067,6 +1253,124 @@ mod tests {
             }),
         );
         (hub, store)
+    }
+
+    /// A store whose reads wait at a gate, to show what the hub does while
+    /// a read is under way.
+    struct GatedStore {
+        inner: Arc<crate::store::MemoryStore>,
+        entered: Mutex<std::sync::mpsc::Sender<()>>,
+        gate: Mutex<std::sync::mpsc::Receiver<()>>,
+    }
+
+    impl Store for GatedStore {
+        fn append(&self, msg: StoredMessage) -> Receipt {
+            self.inner.append(msg)
+        }
+        fn last_seq(&self, room_key: &str) -> Result<u64, crate::store::StoreError> {
+            let _ = self.entered.lock().unwrap().send(());
+            let _ = self
+                .gate
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(10));
+            self.inner.last_seq(room_key)
+        }
+        fn page(
+            &self,
+            room_key: &str,
+            before: Option<u64>,
+            limit: usize,
+        ) -> Result<Vec<StoredMessage>, crate::store::StoreError> {
+            self.inner.page(room_key, before, limit)
+        }
+        fn close(&self) {}
+        fn stats(&self) -> crate::store::StoreStats {
+            self.inner.stats()
+        }
+    }
+
+    #[test]
+    fn a_store_read_for_a_new_room_does_not_hold_the_lock() {
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let (open, gate) = std::sync::mpsc::channel();
+        let store = Arc::new(GatedStore {
+            inner: crate::store::memory(crate::store::Retention::KEEP_ALL),
+            entered: Mutex::new(entered_tx),
+            gate: Mutex::new(gate),
+        });
+        let hub = Arc::new(Hub::with_history(
+            HubLimits::default(),
+            Some(History {
+                store,
+                replay: 10,
+                store_private: false,
+            }),
+        ));
+        let (a, _) = hub.connect(Outbox::new(1 << 20), greet).unwrap();
+        let (b, _) = hub.connect(Outbox::new(1 << 20), greet).unwrap();
+        let joiner = {
+            let hub = hub.clone();
+            std::thread::spawn(move || hub.join(a, "quiet", ack).map(|j| j.room))
+        };
+        // The joiner is inside the store read, the gate still shut.
+        entered.recv_timeout(Duration::from_secs(10)).unwrap();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        {
+            let hub = hub.clone();
+            std::thread::spawn(move || {
+                let _ = done_tx.send(hub.rooms().len());
+                let _ = done_tx.send(hub.rename(b, "bob").is_ok() as usize);
+            });
+        }
+        assert_eq!(done.recv_timeout(Duration::from_secs(5)), Ok(0));
+        assert_eq!(done.recv_timeout(Duration::from_secs(5)), Ok(1));
+        open.send(()).unwrap();
+        assert_eq!(joiner.join().unwrap().unwrap().as_str(), "quiet");
+    }
+
+    #[test]
+    fn a_read_made_stale_by_a_room_living_and_dying_is_read_again() {
+        let (hub, store) = with_store(false);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // Read while the room is not live...
+        let seed = rt.block_on(hub.prepare_join("dev"));
+        assert!(seed.is_some());
+        // ...then the room lives (three messages) and empties meanwhile.
+        let (b, _) = hub.connect(Outbox::new(1 << 20), greet).unwrap();
+        hub.join(b, "dev", ack).unwrap();
+        for text in ["one", "two", "three"] {
+            hub.say(b, "dev", text, false).unwrap();
+        }
+        hub.part(b, "dev").unwrap();
+        assert_eq!(store.last_seq("dev").unwrap(), 3);
+        let (a, _) = hub.connect(Outbox::new(1 << 20), greet).unwrap();
+        hub.join_seeded(a, "dev", seed, ack).unwrap();
+        let posted = hub.say(a, "dev", "four", false).unwrap();
+        assert_eq!(posted.seq, 4, "numbering went back");
+        // A live room needs no read at all.
+        assert!(!hub.needs_prepare("dev"));
+        assert!(rt.block_on(hub.prepare_join("dev")).is_none());
+    }
+
+    #[test]
+    fn retired_rooms_tell_which_reads_still_hold() {
+        let mut retired = Retired::default();
+        assert!(retired.unchanged_since("a", 0));
+        retired.push("a");
+        retired.push("b");
+        assert!(!retired.unchanged_since("a", 0));
+        assert!(retired.unchanged_since("a", 1));
+        assert!(!retired.unchanged_since("b", 1));
+        assert!(retired.unchanged_since("c", 0));
+        for _ in 0..RETIRED_KEPT {
+            retired.push("x");
+        }
+        // Too old to check: read again.
+        assert!(!retired.unchanged_since("c", 0));
+        assert!(retired.unchanged_since("c", retired.count - 1));
     }
 
     #[test]

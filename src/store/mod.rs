@@ -316,6 +316,66 @@ pub trait Store: Send + Sync + 'static {
     fn close(&self);
 
     fn stats(&self) -> StoreStats;
+
+    /// What a room that comes back to life needs from the store, for
+    /// callers on the async runtime. A networked backend answers this
+    /// natively; the default runs the blocking reads on tokio's blocking
+    /// pool, so no async thread waits on the disk.
+    fn room_log(
+        self: Arc<Self>,
+        room_key: String,
+        replay: usize,
+    ) -> BoxFuture<'static, Result<RoomLog, StoreError>> {
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || RoomLog::read(&*self, &room_key, replay))
+                .await
+                .unwrap_or(Err(StoreError::Closed))
+        })
+    }
+
+    /// [`Store::page`] for callers on the async runtime; the default runs
+    /// it on tokio's blocking pool.
+    fn page_async(
+        self: Arc<Self>,
+        room_key: String,
+        before: Option<u64>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Vec<StoredMessage>, StoreError>> {
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || self.page(&room_key, before, limit))
+                .await
+                .unwrap_or(Err(StoreError::Closed))
+        })
+    }
+}
+
+/// A future a [`Store`] answers with.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A room's place in the store: where its numbering goes on, and its newest
+/// messages (oldest first) for the replay a joiner gets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomLog {
+    pub last_seq: u64,
+    pub recent: Vec<StoredMessage>,
+}
+
+impl RoomLog {
+    /// Reads a room's log with the blocking calls, the newest `replay`
+    /// messages with it (none for 0).
+    pub fn read<S: Store + ?Sized>(
+        store: &S,
+        room_key: &str,
+        replay: usize,
+    ) -> Result<RoomLog, StoreError> {
+        let last_seq = store.last_seq(room_key)?;
+        let recent = if replay > 0 {
+            store.page(room_key, None, replay)?
+        } else {
+            Vec::new()
+        };
+        Ok(RoomLog { last_seq, recent })
+    }
 }
 
 /// Opens (creating the directory and file if missing) an SQLite store with

@@ -15,18 +15,27 @@ use tokio::io::AsyncWrite;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+use super::request::{Dispatcher, Failure, Outcome, Reply};
 use super::writer::Encoding;
 use super::{io_reason, refuse, register, Flow, Frames};
 use crate::config::ServerConfig;
 use crate::event::{Format, LeaveReason};
 use crate::proto::json::{self as wire, ClientMsg, ErrorCode, HistoryEntry, RoomInfo, ServerMsg};
 use crate::proto::line::Frame;
-use crate::proto::sanitize;
+use crate::proto::request::Request;
 use crate::server::hub::{Hub, HubError, Joined, MemberId, Posted};
 use crate::server::outbox::{Outbox, Outgoing};
 
 fn out(msg: &ServerMsg) -> Outgoing {
     Outgoing::Raw(wire::encode(msg))
+}
+
+fn code_of_failure(f: &Failure) -> ErrorCode {
+    match f {
+        Failure::Hub(e) => code_of(e),
+        Failure::EmptyText => ErrorCode::BadRequest,
+        Failure::TooLong(_) => ErrorCode::LineTooLong,
+    }
 }
 
 fn code_of(e: &HubError) -> ErrorCode {
@@ -54,80 +63,65 @@ const MAX_PENDING: usize = 1024;
 /// the blocking threads every session shares.
 const MAX_HISTORY_READS: usize = 4;
 
-/// Messages a `history` request gets when it names no `limit`.
-const DEFAULT_HISTORY_PAGE: usize = 50;
-
 /// An answer still waiting; `None` when there turns out to be nothing to
 /// send (a stored `say` without an `id`).
 type Pending = Pin<Box<dyn Future<Output = Option<ServerMsg>> + Send>>;
 
-/// Longest room or nick argument echoed back in an error.
-const MAX_NAME_ARG: usize = 64;
-
-/// Sanitises and bounds the names in a request: invalid ones are echoed in
-/// error messages, which must be as safe as any other text.
-fn names_cleaned(msg: ClientMsg) -> ClientMsg {
-    let name = |s: String| truncate(&sanitize::clean(&s), MAX_NAME_ARG).to_string();
-    match msg {
-        ClientMsg::Say {
+/// The message that answers a reply, if any. Posts and quits need the
+/// session (acks in order, leaving) and are answered there.
+fn answer_of(id: Option<String>, reply: Reply) -> Option<ServerMsg> {
+    let ack = |id: Option<String>| {
+        id.map(|id| ServerMsg::Ack {
             id,
-            room,
-            text,
-            action,
-        } => ClientMsg::Say {
+            room: None,
+            seq: None,
+            ts: None,
+        })
+    };
+    match reply {
+        Reply::Sent | Reply::Joined(_) | Reply::Parted | Reply::Renamed => ack(id),
+        Reply::Posted(_) | Reply::Quit(_) | Reply::Nothing => None,
+        Reply::Rooms(rooms) => Some(ServerMsg::Rooms {
             id,
-            room: name(room),
-            text,
-            action,
-        },
-        ClientMsg::Msg { id, to, text } => ClientMsg::Msg {
+            rooms: rooms
+                .into_iter()
+                .map(|(name, members)| RoomInfo {
+                    name: name.to_string(),
+                    members,
+                })
+                .collect(),
+        }),
+        Reply::Who(room, members) => Some(ServerMsg::Who {
             id,
-            to: name(to),
-            text,
-        },
-        ClientMsg::Join { id, room } => ClientMsg::Join {
+            room: room.to_string(),
+            members: members.iter().map(|n| n.to_string()).collect(),
+        }),
+        Reply::History(page) => Some(ServerMsg::History {
             id,
-            room: name(room),
-        },
-        ClientMsg::Part { id, room } => ClientMsg::Part {
+            room: page.room.to_string(),
+            messages: page
+                .messages
+                .into_iter()
+                .map(|m| HistoryEntry {
+                    seq: m.seq,
+                    ts: m.ts_ms,
+                    from: m.nick,
+                    text: m.text,
+                    action: m.action,
+                })
+                .collect(),
+            more: page.more,
+        }),
+        Reply::Pong(token) => Some(ServerMsg::Pong { token }),
+        Reply::Failed(f) => Some(ServerMsg::Error {
             id,
-            room: name(room),
-        },
-        ClientMsg::Who { id, room } => ClientMsg::Who {
-            id,
-            room: name(room),
-        },
-        ClientMsg::Nick { id, nick } => ClientMsg::Nick {
-            id,
-            nick: name(nick),
-        },
-        ClientMsg::History {
-            id,
-            room,
-            before,
-            limit,
-        } => ClientMsg::History {
-            id,
-            room: name(room),
-            before,
-            limit,
-        },
-        other => other,
+            code: code_of_failure(&f),
+            message: f.to_string(),
+        }),
     }
 }
 
-/// The longest prefix of `s` within `max` bytes, cut at a character boundary.
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
+/// JSON's confirmation of a join: the room's state.
 fn room_state(joined: &Joined) -> Outgoing {
     out(&ServerMsg::RoomState {
         room: joined.room.to_string(),
@@ -212,12 +206,21 @@ pub(super) async fn serve<W>(
     };
     // Restore what the client asks for: its nick first, so the rooms see
     // it join under that name.
-    if let Some(n) = wanted_nick {
-        session.nick(None, &n);
+    if let Some(nick) = wanted_nick {
+        session.run(None, Request::Nick { nick }).await;
     }
     let rooms = rooms.unwrap_or_else(|| vec!["lobby".to_string()]);
     for room in rooms {
-        session.join(None, &room);
+        let room = wire::name_arg(&room);
+        session
+            .run(
+                None,
+                Request::Join {
+                    room,
+                    leaving: None,
+                },
+            )
+            .await;
     }
     session.read_loop(frames).await;
     let _ = write_task.await;
@@ -290,7 +293,7 @@ impl JsonSession {
                 ),
                 Some(Ok(Frame::Line(line))) => match wire::decode_client(&line) {
                     Ok(msg) => {
-                        if let Flow::Quit = self.request(msg) {
+                        if let Flow::Quit = self.message(msg).await {
                             self.finish_pending().await;
                             self.send(&ServerMsg::Bye {
                                 reason: "goodbye".into(),
@@ -306,74 +309,56 @@ impl JsonSession {
         }
     }
 
-    fn request(&mut self, msg: ClientMsg) -> Flow {
-        let msg = names_cleaned(msg);
-        match msg {
-            ClientMsg::Hello { .. } => {
-                self.error(None, ErrorCode::BadRequest, "already said hello".into())
+    /// A decoded message: a request for the dispatcher, or a hello that
+    /// comes too late.
+    async fn message(&mut self, msg: ClientMsg) -> Flow {
+        match wire::into_request(msg) {
+            Some((id, request)) => self.run(id, request).await,
+            None => {
+                self.error(None, ErrorCode::BadRequest, "already said hello".into());
+                Flow::Continue
             }
-            ClientMsg::Say {
-                id,
-                room,
-                text,
-                action,
-            } => {
-                let Some(text) = self.clean_text(&id, &text) else {
-                    return Flow::Continue;
-                };
-                match self.hub.say(self.id, &room, &text, action) {
-                    Ok(posted) => self.acknowledge(id, posted),
-                    Err(e) => self.hub_error(id, &e),
+        }
+    }
+
+    /// Runs a request and answers it, with `id` if it has one.
+    async fn run(&mut self, id: Option<String>, request: Request) -> Flow {
+        let dispatcher = Dispatcher::new(self.id, &self.hub, self.config.max_line, room_state);
+        match dispatcher.dispatch(request) {
+            Outcome::Now(reply) => self.answer(id, reply),
+            Outcome::Wait(reply) => {
+                let reply = reply.await;
+                self.answer(id, reply)
+            }
+            Outcome::Later(reply) => {
+                let reads = self.history_reads.clone();
+                reads.fetch_add(1, Ordering::AcqRel);
+                self.pending.push_back(Box::pin(async move {
+                    let reply = reply.await;
+                    reads.fetch_sub(1, Ordering::AcqRel);
+                    answer_of(id, reply)
+                }));
+                Flow::Continue
+            }
+        }
+    }
+
+    /// Sends what a reply tells the client.
+    fn answer(&mut self, id: Option<String>, reply: Reply) -> Flow {
+        match reply {
+            Reply::Posted(posted) => {
+                if let Some(posted) = posted.into_iter().next() {
+                    self.acknowledge(id, posted);
                 }
             }
-            ClientMsg::Msg { id, to, text } => {
-                let Some(text) = self.clean_text(&id, &text) else {
-                    return Flow::Continue;
-                };
-                let result = self.hub.private(self.id, &to, &text).map(|_| ());
-                self.reply(id, result);
-            }
-            ClientMsg::History {
-                id,
-                room,
-                before,
-                limit,
-            } => self.history(id, room, before, limit),
-            ClientMsg::Join { id, room } => self.join(id, &room),
-            ClientMsg::Part { id, room } => {
-                let result = self.hub.part(self.id, &room);
-                self.reply(id, result);
-            }
-            ClientMsg::Nick { id, nick } => self.nick(id, &nick),
-            ClientMsg::Rooms { id } => {
-                let rooms = self
-                    .hub
-                    .rooms()
-                    .into_iter()
-                    .map(|(name, members)| RoomInfo {
-                        name: name.to_string(),
-                        members,
-                    })
-                    .collect();
-                self.send(&ServerMsg::Rooms { id, rooms });
-            }
-            ClientMsg::Who { id, room } => match self.hub.who(&room) {
-                Ok((room, members)) => self.send(&ServerMsg::Who {
-                    id,
-                    room: room.to_string(),
-                    members: members.iter().map(|n| n.to_string()).collect(),
-                }),
-                Err(e) => self.hub_error(id, &e),
-            },
-            ClientMsg::Ping { token } => self.send(&ServerMsg::Pong { token }),
-            ClientMsg::Pong { .. } => {}
-            ClientMsg::Quit { reason } => {
-                let max = self.config.max_line;
-                let reason = reason
-                    .map(|r| truncate(&sanitize::clean(&r), max).to_string())
-                    .filter(|r| !r.trim().is_empty());
-                self.quit_reason = reason.map(Into::into);
+            Reply::Quit(reason) => {
+                self.quit_reason = reason;
                 return Flow::Quit;
+            }
+            reply => {
+                if let Some(msg) = answer_of(id, reply) {
+                    self.send(&msg);
+                }
             }
         }
         Flow::Continue
@@ -432,103 +417,6 @@ impl JsonSession {
                 }));
             }
         }
-    }
-
-    /// Answers a `history` request from the store, read on a blocking
-    /// thread; the answer takes its place among the pending ones.
-    fn history(
-        &mut self,
-        id: Option<String>,
-        room: String,
-        before: Option<u64>,
-        limit: Option<usize>,
-    ) {
-        let limit = limit
-            .unwrap_or(DEFAULT_HISTORY_PAGE)
-            .min(wire::MAX_HISTORY_PAGE);
-        let hub = self.hub.clone();
-        let member = self.id;
-        let reads = self.history_reads.clone();
-        reads.fetch_add(1, Ordering::AcqRel);
-        self.pending.push_back(Box::pin(async move {
-            let page =
-                tokio::task::spawn_blocking(move || hub.history(member, &room, before, limit))
-                    .await
-                    .unwrap_or(Err(HubError::HistoryUnreadable));
-            reads.fetch_sub(1, Ordering::AcqRel);
-            Some(match page {
-                Ok(page) => ServerMsg::History {
-                    id,
-                    room: page.room.to_string(),
-                    messages: page
-                        .messages
-                        .into_iter()
-                        .map(|m| HistoryEntry {
-                            seq: m.seq,
-                            ts: m.ts_ms,
-                            from: m.nick,
-                            text: m.text,
-                            action: m.action,
-                        })
-                        .collect(),
-                    more: page.more,
-                },
-                Err(e) => ServerMsg::Error {
-                    id,
-                    code: code_of(&e),
-                    message: e.to_string(),
-                },
-            })
-        }));
-    }
-
-    fn join(&mut self, id: Option<String>, room: &str) {
-        let result = self.hub.join(self.id, room, room_state).map(|_| ());
-        self.reply(id, result);
-    }
-
-    fn nick(&mut self, id: Option<String>, nick: &str) {
-        let result = self.hub.rename(self.id, nick).map(|_| ());
-        self.reply(id, result);
-    }
-
-    /// Sanitises chat text and enforces the length limit, answering with an
-    /// error when the text cannot be sent.
-    fn clean_text(&self, id: &Option<String>, text: &str) -> Option<String> {
-        let text = sanitize::clean(text);
-        if text.trim().is_empty() {
-            self.error(id.clone(), ErrorCode::BadRequest, "empty message".into());
-            return None;
-        }
-        if text.len() > self.config.max_line {
-            self.error(
-                id.clone(),
-                ErrorCode::LineTooLong,
-                format!("message longer than {} bytes", self.config.max_line),
-            );
-            return None;
-        }
-        Some(text.into_owned())
-    }
-
-    fn reply(&self, id: Option<String>, result: Result<(), HubError>) {
-        match result {
-            Ok(()) => {
-                if let Some(id) = id {
-                    self.send(&ServerMsg::Ack {
-                        id,
-                        room: None,
-                        seq: None,
-                        ts: None,
-                    });
-                }
-            }
-            Err(e) => self.hub_error(id, &e),
-        }
-    }
-
-    fn hub_error(&self, id: Option<String>, e: &HubError) {
-        self.error(id, code_of(e), e.to_string());
     }
 
     fn error(&self, id: Option<String>, code: ErrorCode, message: String) {

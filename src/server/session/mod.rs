@@ -10,6 +10,7 @@
 
 mod json;
 pub mod lines;
+mod request;
 mod text;
 pub mod writer;
 

@@ -1,9 +1,10 @@
-//! The text protocol's side of a session: lines typed by a person become hub
-//! calls, and hub answers become `* ` lines.
+//! The text protocol's side of a session: lines typed by a person become
+//! [`Request`]s for the dispatcher, and its replies become `* ` lines.
 //!
-//! The session owns the translation between wire and hub and nothing else:
-//! it keeps the connection's current room (the text protocol has one), and
-//! renders hub answers as `* ` lines. Everything it sends goes through the
+//! The session owns the translation between wire and requests and nothing
+//! else: it keeps the connection's current room (the text protocol has
+//! one), batches chat lines, answers its local commands (`/help`, usage),
+//! and renders replies as `* ` lines. Everything it sends goes through the
 //! outbox, so replies and room traffic reach the client in one order.
 
 use std::net::SocketAddr;
@@ -18,16 +19,18 @@ use tokio::io::WriteHalf;
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
+use super::request::{Dispatcher, Failure, Outcome, Reply};
 use super::writer::Encoding;
 use super::{io_reason, register, Frames, Stream};
 use crate::config::ServerConfig;
-use crate::event::{Event, Format, LeaveReason};
+use crate::event::{ChatLine, Event, Format, LeaveReason};
 use crate::names::{key_of, RoomName};
 use crate::proto::json;
 use crate::proto::line::Frame;
+use crate::proto::request::Request;
 use crate::proto::sanitize;
 use crate::proto::text::{self, Command, Input};
-use crate::server::hub::{ChatLine, Hub, HubError, Joined, MemberId};
+use crate::server::hub::{Hub, HubError, Joined, MemberId};
 use crate::server::outbox::{Outbox, Outgoing};
 
 /// Starts a text session after protocol detection: registers the member
@@ -60,7 +63,7 @@ pub(super) fn serve(
         Err(refused) => return Box::pin(refused.send()),
     };
     info!(%peer, nick = %member.nick, "connected");
-    let mut session = TextSession {
+    let session = TextSession {
         id: member.id,
         hub,
         outbox: member.outbox,
@@ -69,7 +72,6 @@ pub(super) fn serve(
         frames,
         max_line: config.max_line,
     };
-    session.join(RoomName::lobby().as_str());
     Box::pin(session.run(first, member.writer, peer))
 }
 
@@ -89,8 +91,23 @@ struct TextSession {
 enum Step {
     Continue,
     Quit,
-    /// Show the history (which waits for the store), then go on.
-    History(usize),
+    /// Wait for a reply (a history read, a join that reads the store),
+    /// then go on.
+    Await(BoxFuture<'static, Reply>),
+}
+
+/// Text mode's confirmation of a join.
+fn confirm(joined: &Joined) -> Outgoing {
+    let n = joined.members.len();
+    let others = if n == 1 {
+        "just you".to_string()
+    } else {
+        format!("{n} members")
+    };
+    Outgoing::Raw(text::notice(&format!(
+        "you are now in {} ({others}); /who lists them",
+        joined.room
+    )))
 }
 
 impl TextSession {
@@ -113,14 +130,24 @@ impl TextSession {
         async move {
             let outbox = self.outbox.clone();
             let mut next = first;
+            // Everyone starts in the lobby.
+            let mut step = self.request(Request::Join {
+                room: RoomName::lobby().as_str().to_string(),
+                leaving: None,
+            });
             'session: loop {
-                while let Some(frame) = next.take() {
-                    match self.frame(frame) {
+                loop {
+                    match step {
                         Step::Continue => {}
                         Step::Quit => break 'session,
                         // Boxed: rare, and its state would size every task.
-                        Step::History(n) => Box::pin(self.history(n)).await,
+                        Step::Await(reply) => {
+                            step = self.reply(reply.await);
+                            continue;
+                        }
                     }
+                    let Some(frame) = next.take() else { break };
+                    step = self.frame(frame);
                     next = self.frames.next_buffered();
                 }
                 self.flush_chat();
@@ -143,6 +170,7 @@ impl TextSession {
                     }
                     Some(Ok(frame)) => next = Some(frame),
                 }
+                step = Step::Continue;
             }
             // The writer ends on its own once the outbox is closed or aborted.
             let _ = writer.await;
@@ -184,100 +212,140 @@ impl TextSession {
         let decoded = String::from_utf8_lossy(bytes);
         let line = sanitize::clean(&decoded);
         match text::parse(&line) {
-            Input::Empty => {}
-            Input::Chat(t) => self.say(t, false),
+            Input::Empty => Step::Continue,
+            Input::Chat(t) => {
+                self.say(t, false);
+                Step::Continue
+            }
             Input::Command(cmd) => {
                 // What was said before a command happens before it.
                 self.flush_chat();
-                match cmd {
-                    Command::History(n) => return Step::History(n),
-                    cmd => return self.command(cmd),
-                }
+                self.command(cmd)
             }
         }
+    }
+
+    /// A typed command: local ones are answered here, the rest become a
+    /// [`Request`] for the dispatcher.
+    fn command(&mut self, cmd: Command<'_>) -> Step {
+        let request = match cmd {
+            Command::Nick(name) => Request::Nick {
+                nick: name.to_string(),
+            },
+            Command::Join(room) => {
+                if self.room.as_ref().is_some_and(|r| r.key() == key_of(room)) {
+                    self.error(&format!("you are already in {room}"));
+                    return Step::Continue;
+                }
+                Request::Join {
+                    room: room.to_string(),
+                    leaving: self.room.as_ref().map(|r| r.as_str().to_string()),
+                }
+            }
+            Command::Part(_) => {
+                self.error(
+                    "here you are always in exactly one room; /join another to leave this one",
+                );
+                return Step::Continue;
+            }
+            Command::Rooms => Request::Rooms,
+            Command::Who => match &self.room {
+                Some(room) => Request::Who {
+                    room: room.as_str().to_string(),
+                },
+                None => return self.no_room(),
+            },
+            Command::Msg { to, text } => Request::Msg {
+                to: to.to_string(),
+                text: text.to_string(),
+            },
+            Command::Me(action) => {
+                self.say(action, true);
+                return Step::Continue;
+            }
+            Command::History(n) => match &self.room {
+                Some(room) => Request::History {
+                    room: room.as_str().to_string(),
+                    before: None,
+                    limit: n,
+                },
+                None => return self.no_room(),
+            },
+            Command::Help => {
+                for line in text::HELP {
+                    self.notice(line);
+                }
+                return Step::Continue;
+            }
+            Command::Quit(reason) => Request::Quit {
+                reason: reason.map(Into::into),
+            },
+            Command::Usage(usage) => {
+                self.error(&format!("usage: {usage}"));
+                return Step::Continue;
+            }
+            Command::Unknown(name) => {
+                self.error(&format!("unknown command /{name}; /help lists commands"));
+                return Step::Continue;
+            }
+        };
+        self.request(request)
+    }
+
+    fn no_room(&self) -> Step {
+        self.error("you are not in a room; /join ROOM");
         Step::Continue
     }
 
-    /// Shows the room's last `n` messages. The store is read on a blocking
-    /// thread; meanwhile this client's input waits, its output does not.
-    async fn history(&mut self, n: usize) {
-        let Some(room) = self.room.clone() else {
-            self.error("you are not in a room; /join ROOM");
-            return;
-        };
-        let hub = self.hub.clone();
-        let id = self.id;
-        let key = room.key();
-        let page = tokio::task::spawn_blocking(move || hub.history(id, &key, None, n)).await;
-        match page {
-            Ok(Ok(page)) if page.messages.is_empty() => {
+    fn dispatcher(&self) -> Dispatcher<'_> {
+        // Framing bounds the raw line; decoding invalid bytes as U+FFFD may
+        // make it up to three times longer, and that is still accepted.
+        Dispatcher::new(self.id, &self.hub, self.max_line * 3, confirm)
+    }
+
+    fn request(&mut self, request: Request) -> Step {
+        match self.dispatcher().dispatch(request) {
+            Outcome::Now(reply) => self.reply(reply),
+            Outcome::Wait(reply) | Outcome::Later(reply) => Step::Await(reply),
+        }
+    }
+
+    /// Shows a reply as `* ` lines.
+    fn reply(&mut self, reply: Reply) -> Step {
+        match reply {
+            // Success is announced by the hub's events.
+            Reply::Posted(_)
+            | Reply::Sent
+            | Reply::Parted
+            | Reply::Renamed
+            | Reply::Pong(_)
+            | Reply::Nothing => {}
+            Reply::Joined(joined) => self.room = Some(joined.room),
+            Reply::Rooms(rooms) => {
+                let list: Vec<String> = rooms.iter().map(|(n, c)| format!("{n} ({c})")).collect();
+                self.notice(&format!("rooms: {}", list.join(", ")));
+            }
+            Reply::Who(name, nicks) => {
+                let list: Vec<&str> = nicks.iter().map(|n| n.as_str()).collect();
+                self.notice(&format!("{name} ({}): {}", nicks.len(), list.join(", ")));
+            }
+            Reply::History(page) if page.messages.is_empty() => {
                 self.notice(&format!("no history in {} yet", page.room));
             }
-            Ok(Ok(page)) => {
+            Reply::History(page) => {
                 let messages: Vec<Event> =
                     page.messages.iter().filter_map(|m| m.to_event()).collect();
                 self.outbox
                     .push(Outgoing::Raw(text::history(page.room.as_str(), &messages)));
             }
-            Ok(Err(e)) => self.error(&e.to_string()),
-            Err(_) => self.error(&HubError::HistoryUnreadable.to_string()),
-        }
-    }
-
-    fn command(&mut self, cmd: Command<'_>) -> Step {
-        match cmd {
-            Command::Nick(name) => {
-                // Success is announced by the hub's rename event.
-                if let Err(e) = self.hub.rename(self.id, name) {
-                    self.error(&e.to_string());
-                }
-            }
-            Command::Join(room) => {
-                if self.room.as_ref().is_some_and(|r| r.key() == key_of(room)) {
-                    self.error(&format!("you are already in {room}"));
-                } else {
-                    self.join(room);
-                }
-            }
-            Command::Part(_) => self
-                .error("here you are always in exactly one room; /join another to leave this one"),
-            Command::Rooms => {
-                let rooms = self.hub.rooms();
-                let list: Vec<String> = rooms.iter().map(|(n, c)| format!("{n} ({c})")).collect();
-                self.notice(&format!("rooms: {}", list.join(", ")));
-            }
-            Command::Who => match &self.room {
-                Some(room) => match self.hub.who(room.as_str()) {
-                    Ok((name, nicks)) => {
-                        let list: Vec<&str> = nicks.iter().map(|n| n.as_str()).collect();
-                        self.notice(&format!("{name} ({}): {}", nicks.len(), list.join(", ")));
-                    }
-                    Err(e) => self.error(&e.to_string()),
-                },
-                None => self.error("you are not in a room; /join ROOM"),
-            },
-            Command::Msg { to, text } => {
-                if let Err(e) = self.hub.private(self.id, to, text) {
-                    self.error(&e.to_string());
-                }
-            }
-            Command::Me(action) => self.say(action, true),
-            // Handled before, as it waits for the store.
-            Command::History(_) => {}
-            Command::Help => {
-                for line in text::HELP {
-                    self.notice(line);
-                }
-            }
-            Command::Quit(reason) => {
+            Reply::Quit(reason) => {
                 self.notice("goodbye");
-                self.leave(LeaveReason::Quit(reason.map(Into::into)));
+                self.leave(LeaveReason::Quit(reason));
                 return Step::Quit;
             }
-            Command::Usage(usage) => self.error(&format!("usage: {usage}")),
-            Command::Unknown(name) => {
-                self.error(&format!("unknown command /{name}; /help lists commands"))
-            }
+            // Going away anyway; nothing to add.
+            Reply::Failed(Failure::Hub(HubError::ShuttingDown | HubError::Gone)) => {}
+            Reply::Failed(e) => self.error(&e.to_string()),
         }
         Step::Continue
     }
@@ -296,43 +364,23 @@ impl TextSession {
             return;
         }
         let lines = std::mem::take(&mut self.chat);
+        let n = lines.len();
         let Some(room) = &self.room else {
-            for _ in &lines {
+            for _ in 0..n {
                 self.error("you are not in a room; /join ROOM");
             }
             return;
         };
-        if let Err(e) = self.hub.say_many(self.id, room.as_str(), &lines) {
+        let request = Request::Say {
+            room: room.as_str().to_string(),
+            lines,
+        };
+        // Posting never waits.
+        if let Outcome::Now(Reply::Failed(e)) = self.dispatcher().dispatch(request) {
             let e = e.to_string();
-            for _ in &lines {
+            for _ in 0..n {
                 self.error(&e);
             }
-        }
-    }
-
-    /// Joins `room` and leaves the previous one; a failed join leaves the
-    /// user where they were.
-    fn join(&mut self, room: &str) {
-        let confirm = |joined: &Joined| {
-            let n = joined.members.len();
-            let others = if n == 1 {
-                "just you".to_string()
-            } else {
-                format!("{n} members")
-            };
-            Outgoing::Raw(text::notice(&format!(
-                "you are now in {} ({others}); /who lists them",
-                joined.room
-            )))
-        };
-        let joined = match &self.room {
-            Some(old) => self.hub.switch(self.id, old.as_str(), room, confirm),
-            None => self.hub.join(self.id, room, confirm),
-        };
-        match joined {
-            Ok(joined) => self.room = Some(joined.room),
-            Err(HubError::ShuttingDown | HubError::Gone) => {}
-            Err(e) => self.error(&e.to_string()),
         }
     }
 

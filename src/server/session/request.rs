@@ -1,0 +1,240 @@
+//! The one place a request meets the hub.
+//!
+//! Both protocols parse their input into a [`Request`] (see
+//! [`crate::proto::request`]); [`Dispatcher::dispatch`] runs it against the
+//! hub and answers with a format-neutral [`Reply`], which the text and JSON
+//! sessions only encode. What a request means (which checks it passes, which
+//! hub method it calls) is decided here and nowhere else.
+//!
+//! Not here: framing, the text protocol's local commands (`/help`, usage
+//! errors, its one current room), JSON's request ids, acks and pings, and
+//! writing anything: replies are returned, and room traffic goes through
+//! the hub to the outboxes.
+
+use std::fmt;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use crate::event::ChatLine;
+use crate::names::{Nick, RoomName};
+use crate::proto::json::truncate;
+use crate::proto::request::Request;
+use crate::proto::sanitize;
+use crate::server::hub::{HistoryPage, Hub, HubError, Joined, MemberId, Posted};
+use crate::server::outbox::Outgoing;
+
+/// A request's answer, in no wire format.
+#[derive(Debug)]
+pub(super) enum Reply {
+    /// Where each posted line was placed (one per line of the `Say`).
+    Posted(Vec<Posted>),
+    /// A private message was delivered.
+    Sent,
+    Joined(Joined),
+    Parted,
+    /// The nick was changed (the rooms are told by the hub).
+    Renamed,
+    Rooms(Vec<(RoomName, usize)>),
+    Who(RoomName, Vec<Nick>),
+    History(HistoryPage),
+    Pong(String),
+    /// Nothing to answer.
+    Nothing,
+    /// The client asked to leave; the session says goodbye and leaves.
+    Quit(Option<Arc<str>>),
+    Failed(Failure),
+}
+
+/// Why a request was refused. The text is shown to users as-is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Failure {
+    Hub(HubError),
+    /// Chat text with nothing in it.
+    EmptyText,
+    /// Chat text over the limit, in bytes.
+    TooLong(usize),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Hub(e) => e.fmt(f),
+            Failure::EmptyText => f.write_str("empty message"),
+            Failure::TooLong(max) => write!(f, "message longer than {max} bytes"),
+        }
+    }
+}
+
+impl From<HubError> for Failure {
+    fn from(e: HubError) -> Self {
+        Failure::Hub(e)
+    }
+}
+
+impl<T: Into<Reply>> From<Result<T, HubError>> for Reply {
+    fn from(result: Result<T, HubError>) -> Self {
+        match result {
+            Ok(reply) => reply.into(),
+            Err(e) => Reply::Failed(Failure::Hub(e)),
+        }
+    }
+}
+
+impl From<Joined> for Reply {
+    fn from(joined: Joined) -> Self {
+        Reply::Joined(joined)
+    }
+}
+
+/// When a reply is ready.
+pub(super) enum Outcome {
+    Now(Reply),
+    /// Finish before the next request is run: later requests depend on it
+    /// (a join that first reads the room from the store).
+    Wait(BoxFuture<'static, Reply>),
+    /// Answer in order when ready; later requests need not wait (a history
+    /// page).
+    Later(BoxFuture<'static, Reply>),
+}
+
+/// Runs one member's requests against the hub. Made for each request from
+/// the session's own fields, so it costs nothing to keep.
+pub(super) struct Dispatcher<'a> {
+    pub(super) id: MemberId,
+    pub(super) hub: &'a Arc<Hub>,
+    /// Longest chat text accepted, in bytes.
+    max_text: usize,
+    /// The protocol's confirmation of a join, queued by the hub before any
+    /// traffic of the room can reach the joiner.
+    confirm: fn(&Joined) -> Outgoing,
+}
+
+impl<'a> Dispatcher<'a> {
+    pub(super) fn new(
+        id: MemberId,
+        hub: &'a Arc<Hub>,
+        max_text: usize,
+        confirm: fn(&Joined) -> Outgoing,
+    ) -> Dispatcher<'a> {
+        Dispatcher {
+            id,
+            hub,
+            max_text,
+            confirm,
+        }
+    }
+
+    pub(super) fn dispatch(&self, request: Request) -> Outcome {
+        let reply = match request {
+            Request::Say { room, mut lines } => {
+                if let Err(e) = self.clean_lines(&mut lines) {
+                    return Outcome::Now(Reply::Failed(e));
+                }
+                match lines.as_slice() {
+                    [] => Reply::Posted(Vec::new()),
+                    [one] => self
+                        .hub
+                        .say(self.id, &room, &one.text, one.action)
+                        .map(|p| Reply::Posted(vec![p]))
+                        .into(),
+                    many => self
+                        .hub
+                        .say_many(self.id, &room, many)
+                        .map(Reply::Posted)
+                        .into(),
+                }
+            }
+            Request::Msg { to, text } => match self.clean_text(&text) {
+                Ok(text) => self
+                    .hub
+                    .private(self.id, &to, &text)
+                    .map(|_| Reply::Sent)
+                    .into(),
+                Err(e) => Reply::Failed(e),
+            },
+            Request::Join { room, leaving } => {
+                if self.hub.needs_prepare(&room) {
+                    let (hub, id, confirm) = (self.hub.clone(), self.id, self.confirm);
+                    return Outcome::Wait(Box::pin(async move {
+                        let seed = hub.prepare_join(&room).await;
+                        match leaving {
+                            Some(old) => hub.switch_seeded(id, &old, &room, seed, confirm),
+                            None => hub.join_seeded(id, &room, seed, confirm),
+                        }
+                        .into()
+                    }));
+                }
+                match leaving {
+                    Some(old) => self.hub.switch(self.id, &old, &room, self.confirm),
+                    None => self.hub.join(self.id, &room, self.confirm),
+                }
+                .into()
+            }
+            Request::Part { room } => self.hub.part(self.id, &room).map(|()| Reply::Parted).into(),
+            Request::Nick { nick } => self
+                .hub
+                .rename(self.id, &nick)
+                .map(|_| Reply::Renamed)
+                .into(),
+            Request::Rooms => Reply::Rooms(self.hub.rooms()),
+            Request::Who { room } => self
+                .hub
+                .who(&room)
+                .map(|(room, members)| Reply::Who(room, members))
+                .into(),
+            Request::History {
+                room,
+                before,
+                limit,
+            } => {
+                let (hub, id) = (self.hub.clone(), self.id);
+                return Outcome::Later(Box::pin(async move {
+                    hub.read_history(id, &room, before, limit)
+                        .await
+                        .map(Reply::History)
+                        .into()
+                }));
+            }
+            Request::Ping { token } => Reply::Pong(token),
+            Request::Pong => Reply::Nothing,
+            Request::Quit { reason } => {
+                let reason = reason
+                    .map(|r| truncate(&sanitize::clean(&r), self.max_text).to_string())
+                    .filter(|r| !r.trim().is_empty());
+                Reply::Quit(reason.map(Into::into))
+            }
+        };
+        Outcome::Now(reply)
+    }
+
+    /// Sanitises chat text and enforces the length limit.
+    fn clean_text(&self, text: &str) -> Result<String, Failure> {
+        let text = sanitize::clean(text);
+        if text.trim().is_empty() {
+            return Err(Failure::EmptyText);
+        }
+        if text.len() > self.max_text {
+            return Err(Failure::TooLong(self.max_text));
+        }
+        Ok(text.into_owned())
+    }
+
+    /// [`Dispatcher::clean_text`] on every line, in place; text that is
+    /// already clean (every text-protocol line) is not copied.
+    fn clean_lines(&self, lines: &mut [ChatLine]) -> Result<(), Failure> {
+        for line in lines {
+            let cleaned = sanitize::clean(&line.text);
+            if cleaned.trim().is_empty() {
+                return Err(Failure::EmptyText);
+            }
+            if cleaned.len() > self.max_text {
+                return Err(Failure::TooLong(self.max_text));
+            }
+            if let std::borrow::Cow::Owned(text) = cleaned {
+                line.text = text.into();
+            }
+        }
+        Ok(())
+    }
+}
