@@ -55,6 +55,7 @@
 //! tracking in every receiver) and with `senders × window × 16` bytes.
 
 mod churn;
+pub mod cli;
 mod client;
 mod conn;
 mod extra;

@@ -18,9 +18,10 @@ use crate::client::conn::{Handle, Status, Update};
 use crate::client::input::{self, Action};
 use crate::client::view::now_ms;
 use crate::clock;
-use crate::proto::json::{ClientMsg, HistoryEntry, LeaveKind, ServerMsg};
+use crate::proto::json::{ClientMsg, HistoryEntry, ServerMsg};
 use crate::proto::sanitize::clean;
 use crate::proto::text::HELP;
+use crate::proto::wording;
 
 /// Colours for nicks, chosen by a stable hash so a nick keeps its colour.
 const PALETTE: &[u8] = &[31, 32, 33, 34, 35, 36, 91, 92, 93, 94, 95, 96];
@@ -133,7 +134,7 @@ impl Printer {
                 clean(text)
             ),
             ServerMsg::Joined { room, nick } => {
-                format!("* {} joined {}", self.nick(nick), clean(room))
+                format!("* {}", wording::joined(self.nick(nick), clean(room)))
             }
             ServerMsg::Left {
                 room,
@@ -141,18 +142,12 @@ impl Printer {
                 kind,
                 reason,
             } => {
-                let why = reason
-                    .as_deref()
-                    .map(|r| format!(" ({})", clean(r)))
-                    .unwrap_or_default();
-                match kind {
-                    LeaveKind::Part => format!("* {} left {}{why}", self.nick(nick), clean(room)),
-                    LeaveKind::Quit => format!("* {} quit{why}", self.nick(nick)),
-                    LeaveKind::Dropped => format!("* {} was disconnected{why}", self.nick(nick)),
-                }
+                let why = reason.as_deref().map(clean);
+                let text = wording::left(self.nick(nick), clean(room), kind, why.as_deref());
+                format!("* {text}")
             }
             ServerMsg::Renamed { old, new } => {
-                format!("* {} is now known as {}", self.nick(old), self.nick(new))
+                format!("* {}", wording::renamed(self.nick(old), self.nick(new)))
             }
             ServerMsg::Notice { text } => format!("* {}", clean(text)),
             ServerMsg::Error { message, .. } => format!("* error: {}", clean(message)),

@@ -6,6 +6,7 @@
 //! - [`sanitize`] neutralises control characters before text reaches anyone.
 //! - [`json`] is the structured protocol for programs, shared by server and client.
 //! - [`text`] parses the human text protocol's commands and renders events.
+//! - [`wording`] words joins, leaves and nick changes for every reader.
 //! - [`request`] is what both protocols' input becomes: one [`request::Request`].
 
 /// Most stored messages one history page carries, in either protocol, and
@@ -17,3 +18,4 @@ pub mod line;
 pub mod request;
 pub mod sanitize;
 pub mod text;
+pub mod wording;

@@ -7,6 +7,8 @@
 
 use bytes::Bytes;
 
+use super::json::LeaveKind;
+use super::wording;
 use crate::event::{Event, LeaveReason};
 
 /// What a line of input asks for.
@@ -141,14 +143,16 @@ pub fn render(event: &Event) -> Bytes {
             ..
         } => format!("* {from} {text}\n"),
         Event::Private { from, text, .. } => format!("[private] {from}> {text}\n"),
-        Event::Joined { room, nick } => format!("* {nick} joined {room}\n"),
-        Event::Left { room, nick, reason } => match reason {
-            LeaveReason::Part => format!("* {nick} left {room}\n"),
-            LeaveReason::Quit(None) => format!("* {nick} quit\n"),
-            LeaveReason::Quit(Some(why)) => format!("* {nick} quit ({why})\n"),
-            LeaveReason::Dropped(why) => format!("* {nick} was disconnected ({why})\n"),
-        },
-        Event::Renamed { old, new } => format!("* {old} is now known as {new}\n"),
+        Event::Joined { room, nick } => format!("* {}\n", wording::joined(nick, room)),
+        Event::Left { room, nick, reason } => {
+            let (kind, why) = match reason {
+                LeaveReason::Part => (LeaveKind::Part, None),
+                LeaveReason::Quit(why) => (LeaveKind::Quit, why.as_deref()),
+                LeaveReason::Dropped(why) => (LeaveKind::Dropped, Some(&**why)),
+            };
+            format!("* {}\n", wording::left(nick, room, &kind, why))
+        }
+        Event::Renamed { old, new } => format!("* {}\n", wording::renamed(old, new)),
         Event::Notice(text) => format!("* {text}\n"),
         Event::History { room, messages, .. } => return history(room.as_str(), messages),
     };

@@ -1,0 +1,61 @@
+//! How membership events read, in one place: the server's text protocol,
+//! the client's full-screen view and its line mode all word a join, a leave
+//! and a nick change the same way.
+//!
+//! Callers pass the names already made safe (and, in line mode, coloured);
+//! these functions only arrange them, without the `* ` a notice line starts
+//! with.
+
+use std::fmt::Display;
+
+use super::json::LeaveKind;
+
+/// `alice joined lobby`
+pub fn joined(nick: impl Display, room: impl Display) -> String {
+    format!("{nick} joined {room}")
+}
+
+/// `alice left lobby`, `alice quit (bye)`, `alice was disconnected (ping
+/// timeout)`: the reason, when there is one, in parentheses.
+pub fn left(
+    nick: impl Display,
+    room: impl Display,
+    kind: &LeaveKind,
+    reason: Option<&str>,
+) -> String {
+    let why = reason.map(|r| format!(" ({r})")).unwrap_or_default();
+    match kind {
+        LeaveKind::Part => format!("{nick} left {room}{why}"),
+        LeaveKind::Quit => format!("{nick} quit{why}"),
+        LeaveKind::Dropped => format!("{nick} was disconnected{why}"),
+    }
+}
+
+/// `alice is now known as bob`
+pub fn renamed(old: impl Display, new: impl Display) -> String {
+    format!("{old} is now known as {new}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_read_as_sentences() {
+        assert_eq!(joined("alice", "lobby"), "alice joined lobby");
+        assert_eq!(
+            left("alice", "dev", &LeaveKind::Part, None),
+            "alice left dev"
+        );
+        assert_eq!(
+            left("a", "dev", &LeaveKind::Quit, Some("bye")),
+            "a quit (bye)"
+        );
+        assert_eq!(left("a", "dev", &LeaveKind::Quit, None), "a quit");
+        assert_eq!(
+            left("a", "dev", &LeaveKind::Dropped, Some("ping timeout")),
+            "a was disconnected (ping timeout)"
+        );
+        assert_eq!(renamed("a", "b"), "a is now known as b");
+    }
+}
