@@ -238,3 +238,134 @@ impl<'a> Dispatcher<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Format;
+    use crate::server::hub::{History, HubLimits};
+    use crate::server::outbox::Outbox;
+    use std::future::Future;
+
+    fn confirm(_: &Joined) -> Outgoing {
+        Outgoing::Raw("joined\n".into())
+    }
+
+    fn hub_with_history() -> Arc<Hub> {
+        Arc::new(Hub::with_history(
+            HubLimits::default(),
+            Some(History {
+                store: crate::store::memory(crate::store::Retention::KEEP_ALL),
+                replay: 5,
+                store_private: false,
+            }),
+        ))
+    }
+
+    /// Everything queued for a member, as text lines.
+    fn drained(outbox: &Outbox) -> String {
+        let mut batch = Vec::new();
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        {
+            let fut = outbox.drain(&mut batch);
+            futures::pin_mut!(fut);
+            let _ = fut.as_mut().poll(&mut cx);
+        }
+        batch
+            .iter()
+            .map(|o| {
+                let b = o.bytes(Format::Text, crate::proto::text::render);
+                String::from_utf8_lossy(&b).into_owned()
+            })
+            .collect()
+    }
+
+    async fn finish(outcome: Outcome) -> Reply {
+        match outcome {
+            Outcome::Now(reply) => reply,
+            Outcome::Wait(reply) | Outcome::Later(reply) => reply.await,
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_run_against_the_hub_with_text_checked_once_for_both_protocols() {
+        let hub = hub_with_history();
+        let (a_box, b_box) = (Outbox::new(1 << 20), Outbox::new(1 << 20));
+        let (a, _) = hub
+            .connect(a_box.clone(), |_| Outgoing::Raw("hi\n".into()))
+            .unwrap();
+        let (b, _) = hub
+            .connect(b_box.clone(), |_| Outgoing::Raw("hi\n".into()))
+            .unwrap();
+        let alice = Dispatcher::new(a, &hub, 16, confirm);
+        let bob = Dispatcher::new(b, &hub, 16, confirm);
+        let join = |room: &str| Request::Join {
+            room: room.into(),
+            leaving: None,
+        };
+        // The room is not live and history is on: the join reads the store
+        // first, so it must finish before the next request.
+        match alice.dispatch(join("dev")) {
+            Outcome::Wait(reply) => assert!(matches!(reply.await, Reply::Joined(_))),
+            _ => panic!("joining a room that is not live waits for the store"),
+        }
+        assert!(matches!(
+            finish(alice.dispatch(join("dev"))).await,
+            Reply::Failed(Failure::Hub(HubError::AlreadyInRoom(_)))
+        ));
+        assert!(matches!(
+            finish(bob.dispatch(join("dev"))).await,
+            Reply::Joined(_)
+        ));
+        drained(&a_box);
+        drained(&b_box);
+
+        let say = |text: &str| Request::Say {
+            room: "dev".into(),
+            lines: vec![ChatLine {
+                text: text.into(),
+                action: false,
+            }],
+        };
+        match alice.dispatch(say("\u{1b}[2Jhi")) {
+            Outcome::Now(Reply::Posted(posted)) => assert_eq!(posted[0].seq, 1),
+            _ => panic!("a post answers at once"),
+        }
+        let seen = drained(&b_box);
+        assert!(seen.contains("hi") && !seen.contains('\u{1b}'), "{seen:?}");
+        assert!(matches!(
+            finish(alice.dispatch(say("   "))).await,
+            Reply::Failed(Failure::EmptyText)
+        ));
+        assert!(matches!(
+            finish(alice.dispatch(say(&"x".repeat(17)))).await,
+            Reply::Failed(Failure::TooLong(16))
+        ));
+        assert!(
+            drained(&b_box).is_empty(),
+            "a refused line reached the room"
+        );
+
+        let history = Request::History {
+            room: "dev".into(),
+            before: None,
+            limit: 10,
+        };
+        match alice.dispatch(history) {
+            Outcome::Later(reply) => match reply.await {
+                Reply::History(page) => assert_eq!(page.messages.len(), 1),
+                other => panic!("{other:?}"),
+            },
+            _ => panic!("a history read answers later"),
+        }
+        match finish(alice.dispatch(Request::Quit {
+            reason: Some("  ".into()),
+        }))
+        .await
+        {
+            Reply::Quit(reason) => assert_eq!(reason, None),
+            other => panic!("{other:?}"),
+        }
+    }
+}
