@@ -48,6 +48,23 @@ pub struct ServerConfig {
     pub tls_key: Option<PathBuf>,
     /// Connections held at once, counting those still in a TLS handshake.
     pub max_clients: usize,
+    /// Connections from one address at once, counting those still in a TLS
+    /// handshake; IPv6 addresses count per `ipv6_prefix`. 0: no limit.
+    pub max_per_ip: usize,
+    /// Length of the IPv6 prefix that counts as one address for
+    /// `max_per_ip` (a /64 is what one home or host usually gets).
+    pub ipv6_prefix: u8,
+    /// Lines per second one connection may send, after its burst; 0: no
+    /// flood control.
+    pub flood_rate: u32,
+    /// Lines one connection may send at once (a paste) before
+    /// `flood_rate` applies.
+    pub flood_burst: u32,
+    /// Refused lines within `flood_kick_window_secs` after which a
+    /// connection is disconnected; 0: never.
+    pub flood_kick_refusals: u32,
+    /// The window `flood_kick_refusals` counts in, in seconds.
+    pub flood_kick_window_secs: u64,
     /// Longest line accepted from a client, in bytes, newline excluded.
     pub max_line: usize,
     /// Bytes that may wait for one slow client before it is disconnected.
@@ -60,6 +77,15 @@ pub struct ServerConfig {
     pub listen_backlog: u32,
     /// Seconds a client has to complete its TLS handshake.
     pub handshake_timeout_secs: u64,
+    /// Seconds a connection has from accept to being registered (TLS
+    /// handshake, protocol detection, JSON hello) before it is closed.
+    pub register_timeout_secs: u64,
+    /// Seconds of silence after which a text connection is closed; 0: never.
+    /// JSON connections are pinged instead.
+    pub idle_timeout_secs: u64,
+    /// Seconds of silence on a connection before the kernel probes whether
+    /// its peer is still there (TCP keepalive); 0: no probes.
+    pub tcp_keepalive_secs: u64,
     /// Milliseconds a new connection is given to send a JSON hello before
     /// it is greeted as a person in text mode.
     pub hello_wait_ms: u64,
@@ -118,6 +144,38 @@ pub struct ServeFlags {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_clients: Option<usize>,
+    /// Connections from one address at once (IPv6: per --ipv6-prefix); 0
+    /// for no limit. [default: 16]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_per_ip: Option<usize>,
+    /// IPv6 prefix length that counts as one address for --max-per-ip.
+    /// [default: 64]
+    #[arg(long, value_name = "BITS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6_prefix: Option<u8>,
+    /// Lines per second one connection may send after its burst; 0 turns
+    /// flood control off. [default: 5]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flood_rate: Option<u32>,
+    /// Lines one connection may send at once before --flood-rate applies.
+    /// [default: 20]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flood_burst: Option<u32>,
+    /// Refused lines within --flood-kick-window after which a connection is
+    /// disconnected; 0 for never. [default: 50]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flood_kick_refusals: Option<u32>,
+    /// Seconds --flood-kick-refusals counts in. [default: 10]
+    #[arg(long, value_name = "SECS")]
+    #[serde(
+        rename = "flood_kick_window_secs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub flood_kick_window: Option<u64>,
     /// Longest line accepted from a client, in bytes. [default: 1024]
     #[arg(long, value_name = "BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -143,6 +201,24 @@ pub struct ServeFlags {
         skip_serializing_if = "Option::is_none"
     )]
     pub handshake_timeout: Option<u64>,
+    /// Seconds from accept to registered (TLS handshake, protocol
+    /// detection, JSON hello) before a connection is closed. [default: 20]
+    #[arg(long, value_name = "SECS")]
+    #[serde(
+        rename = "register_timeout_secs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub register_timeout: Option<u64>,
+    /// Seconds of silence after which a text connection is closed; 0 for
+    /// never. [default: 0]
+    #[arg(long, value_name = "SECS")]
+    #[serde(rename = "idle_timeout_secs", skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<u64>,
+    /// Seconds of silence before TCP keepalive probes a peer; 0 for none.
+    /// [default: 60]
+    #[arg(long, value_name = "SECS")]
+    #[serde(rename = "tcp_keepalive_secs", skip_serializing_if = "Option::is_none")]
+    pub tcp_keepalive: Option<u64>,
     /// Milliseconds to wait for a program's JSON hello before greeting a
     /// person in text mode. [default: 300]
     #[arg(long, value_name = "MS")]
@@ -230,11 +306,20 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             max_clients: 10_000,
+            max_per_ip: 16,
+            ipv6_prefix: 64,
+            flood_rate: 5,
+            flood_burst: 20,
+            flood_kick_refusals: 50,
+            flood_kick_window_secs: 10,
             max_line: 1024,
             max_sendq: 1024 * 1024,
             max_rooms_per_member: 32,
             listen_backlog: 4096,
             handshake_timeout_secs: 10,
+            register_timeout_secs: 20,
+            idle_timeout_secs: 0,
+            tcp_keepalive_secs: 60,
             hello_wait_ms: 300,
             close_timeout_secs: 3,
             ping_interval_secs: 30,
@@ -361,6 +446,21 @@ impl ServerConfig {
                 crate::proto::MAX_HISTORY_PAGE
             )));
         }
+        if !(1..=128).contains(&self.ipv6_prefix) {
+            return bad("ipv6-prefix must be between 1 and 128");
+        }
+        if self.flood_rate > 0 && self.flood_burst == 0 {
+            return bad("flood-burst must be at least 1 when flood-rate is on");
+        }
+        if self.flood_kick_window_secs == 0 || self.flood_kick_window_secs > MAX_TIMEOUT_SECS {
+            return bad("flood-kick-window must be between 1 second and one day");
+        }
+        if self.register_timeout_secs == 0 || self.register_timeout_secs > MAX_TIMEOUT_SECS {
+            return bad("register-timeout must be between 1 second and one day");
+        }
+        if self.idle_timeout_secs > MAX_TIMEOUT_SECS || self.tcp_keepalive_secs > MAX_TIMEOUT_SECS {
+            return bad("idle-timeout and tcp-keepalive must be at most one day (86400 seconds)");
+        }
         if self.listen_backlog == 0 {
             return bad("listen-backlog must be at least 1");
         }
@@ -380,6 +480,15 @@ impl ServerConfig {
 
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout_secs)
+    }
+
+    pub fn register_timeout(&self) -> Duration {
+        Duration::from_secs(self.register_timeout_secs)
+    }
+
+    /// `None` when text connections may stay silent for ever.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.idle_timeout_secs > 0).then(|| Duration::from_secs(self.idle_timeout_secs))
     }
 
     pub fn hello_wait(&self) -> Duration {

@@ -15,6 +15,27 @@ use super::request::Request;
 use super::sanitize;
 use crate::event::{ChatLine, Event, LeaveReason};
 
+impl ClientMsg {
+    /// The request id, for answering even a request that is refused
+    /// unread (flood control).
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            ClientMsg::Say { id, .. }
+            | ClientMsg::Msg { id, .. }
+            | ClientMsg::Join { id, .. }
+            | ClientMsg::Part { id, .. }
+            | ClientMsg::Nick { id, .. }
+            | ClientMsg::Rooms { id }
+            | ClientMsg::Who { id, .. }
+            | ClientMsg::History { id, .. } => id.as_deref(),
+            ClientMsg::Hello { .. }
+            | ClientMsg::Ping { .. }
+            | ClientMsg::Pong { .. }
+            | ClientMsg::Quit { .. } => None,
+        }
+    }
+}
+
 /// Protocol name carried in the hello, so a stray JSON line is not taken as
 /// a request to switch protocols.
 pub const PROTO_NAME: &str = "rchat";
@@ -127,6 +148,13 @@ pub enum ErrorCode {
     /// A `say` was delivered but could not be stored durably, so it is not
     /// acknowledged.
     NotStored,
+    /// Flood control refused the line: send it again after
+    /// `retry_after_ms`.
+    RateLimited,
+    /// The server holds as many connections as it allows.
+    ServerFull,
+    /// Your address holds as many connections as the server allows one.
+    TooManyConnections,
     #[serde(other)]
     Other,
 }
@@ -231,6 +259,9 @@ pub enum ServerMsg {
         id: Option<String>,
         code: ErrorCode,
         message: String,
+        /// With `rate_limited`: milliseconds until the line would pass.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     Rooms {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -559,6 +590,9 @@ mod tests {
             Just(ErrorCode::UnsupportedVersion),
             Just(ErrorCode::NoHistory),
             Just(ErrorCode::NotStored),
+            Just(ErrorCode::RateLimited),
+            Just(ErrorCode::ServerFull),
+            Just(ErrorCode::TooManyConnections),
             Just(ErrorCode::Other),
         ]
     }
@@ -615,11 +649,14 @@ mod tests {
                 proptest::option::of(any::<u64>())
             )
                 .prop_map(|(id, room, seq, ts)| ServerMsg::Ack { id, room, seq, ts }),
-            (opt_id(), code(), ".*").prop_map(|(id, code, message)| ServerMsg::Error {
-                id,
-                code,
-                message
-            }),
+            (opt_id(), code(), ".*", proptest::option::of(any::<u64>())).prop_map(
+                |(id, code, message, retry_after_ms)| ServerMsg::Error {
+                    id,
+                    code,
+                    message,
+                    retry_after_ms
+                }
+            ),
             (
                 opt_id(),
                 proptest::collection::vec((".*", any::<usize>()), 0..3)
@@ -781,7 +818,8 @@ mod tests {
             ServerMsg::Error {
                 id: None,
                 code: ErrorCode::Other,
-                message: "m".into()
+                message: "m".into(),
+                retry_after_ms: None
             }
         );
     }

@@ -1,4 +1,5 @@
-//! The server: listeners, the accept loop, admission (`max_clients`), TLS
+//! The server: listeners, the accept loop, admission ([`admission`]:
+//! `max_clients`, `max_per_ip`, refusals told in the client's format), TLS
 //! handshakes, and shutdown.
 //!
 //! Shutdown follows the mini-redis pattern: one [`CancellationToken`] says
@@ -7,6 +8,8 @@
 //! close, all of them are done. In between, the hub tells every member the
 //! server is going away and closes their outboxes after a flush.
 
+pub mod admission;
+pub mod flood;
 pub mod hub;
 pub mod outbox;
 pub mod session;
@@ -18,16 +21,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{ConfigError, HistoryMode, ServerConfig};
-use crate::proto::text;
 use crate::store::{self, Retention, Store, StoreError};
+use admission::{Admission, Admit, Refusal};
 use hub::{History, Hub, HubLimits};
 
 /// The notice every member receives when the server stops.
@@ -186,7 +188,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let stop = CancellationToken::new();
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-        let admission = Arc::new(Semaphore::new(self.config.max_clients));
+        let admission = Arc::new(Admission::new(&self.config));
         let tls = self.tls.is_some();
         for listener in self.listeners {
             let addr = listener.local_addr().ok();
@@ -283,14 +285,22 @@ struct Acceptor {
     tls: Option<TlsAcceptor>,
     hub: Arc<Hub>,
     config: Arc<ServerConfig>,
-    admission: Arc<Semaphore>,
+    admission: Arc<Admission>,
     stop: CancellationToken,
     done: mpsc::Sender<()>,
 }
 
+/// Longest the accept loop waits after a failed accept, doubling from
+/// [`ACCEPT_BACKOFF_FIRST`]: out of file descriptors, retrying at once
+/// would spin a core while nothing can change.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(10);
+
 impl Acceptor {
     async fn run(self) {
-        let mut backoff = Duration::from_millis(10);
+        let mut backoff = ACCEPT_BACKOFF_FIRST;
+        // Failures since the last success: logged loudly once per episode.
+        let mut failures = 0u64;
         loop {
             let accepted = tokio::select! {
                 r = self.listener.accept() => r,
@@ -298,71 +308,78 @@ impl Acceptor {
             };
             let (socket, peer) = match accepted {
                 Ok(pair) => {
-                    backoff = Duration::from_millis(10);
+                    if failures > 0 {
+                        info!(failures, "accepting connections again");
+                    }
+                    failures = 0;
+                    backoff = ACCEPT_BACKOFF_FIRST;
                     pair
                 }
                 Err(e) => {
-                    // Usually out of file descriptors: wait for some to free
-                    // up rather than spin or die.
-                    error!(error = %e, "accept failed; retrying");
+                    // Usually out of file descriptors (EMFILE, ENFILE):
+                    // wait for some to free up rather than spin or die.
+                    // Existing connections are served meanwhile.
+                    if failures == 0 {
+                        error!(
+                            error = %e,
+                            "accept failed; backing off until connections can be accepted again \
+                             (out of file descriptors? see the open-file limit)"
+                        );
+                    } else {
+                        debug!(error = %e, ?backoff, "accept failed again");
+                    }
+                    failures += 1;
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = self.stop.cancelled() => return,
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                     continue;
                 }
             };
             let _ = socket.set_nodelay(true);
-            // Find peers that vanished without a FIN or RST (a laptop lid
-            // closed, a NAT entry dropped), so their slots are freed.
-            let keepalive = socket2::TcpKeepalive::new()
-                .with_time(Duration::from_secs(60))
-                .with_interval(Duration::from_secs(10))
-                .with_retries(6);
-            let _ = socket2::SockRef::from(&socket).set_tcp_keepalive(&keepalive);
-            let done = self.done.clone();
-            match self.admission.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let conn = Connection {
-                        socket,
-                        peer,
-                        permit,
-                        tls: self.tls.clone(),
-                        hub: self.hub.clone(),
-                        config: self.config.clone(),
-                        stop: self.stop.clone(),
-                        done,
-                    };
-                    tokio::spawn(conn.run());
-                }
-                Err(_) => {
-                    info!(%peer, "refused: server full");
-                    let plain = self.tls.is_none();
-                    let max = self.config.max_clients;
-                    tokio::spawn(async move {
-                        refuse(socket, plain, max).await;
-                        drop(done);
-                    });
-                }
+            if self.config.tcp_keepalive_secs > 0 {
+                // Find peers that vanished without a FIN or RST (a laptop
+                // lid closed, a NAT entry dropped), so their slots are freed.
+                let keepalive = socket2::TcpKeepalive::new()
+                    .with_time(Duration::from_secs(self.config.tcp_keepalive_secs))
+                    .with_interval(Duration::from_secs(10))
+                    .with_retries(6);
+                let _ = socket2::SockRef::from(&socket).set_tcp_keepalive(&keepalive);
             }
+            let (ticket, refusal) = match self.admission.admit(peer.ip()) {
+                Admit::In(ticket) => (Ticket::Admitted(ticket), None),
+                Admit::Refused(refusal, permit) => {
+                    info!(%peer, reason = %refusal.message(), "refused");
+                    (Ticket::Refusing(permit), Some(refusal))
+                }
+                Admit::Drop(refusal) => {
+                    debug!(%peer, reason = %refusal.message(), "closed unanswered: too many refusals under way");
+                    continue;
+                }
+            };
+            let conn = Connection {
+                socket,
+                peer,
+                ticket,
+                refusal,
+                tls: self.tls.clone(),
+                hub: self.hub.clone(),
+                config: self.config.clone(),
+                stop: self.stop.clone(),
+                done: self.done.clone(),
+            };
+            tokio::spawn(conn.run());
         }
     }
 }
 
-/// Tells a client it cannot be admitted, in plain text where that can be
-/// read, and closes.
-async fn refuse(mut socket: TcpStream, plain: bool, max: usize) {
-    if plain {
-        let line = text::error(&format!(
-            "the server is full ({max} clients); try again later"
-        ));
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            socket.write_all(&line).await?;
-            socket.shutdown().await
-        })
-        .await;
-    }
+/// What a connection holds for its life: its admission, or, when it is
+/// being refused, its place among the refusals under way.
+enum Ticket {
+    Admitted(#[allow(dead_code)] admission::Ticket),
+    // Held only to be released on drop.
+    Refusing(#[allow(dead_code)] OwnedSemaphorePermit),
 }
 
 /// One accepted connection, holding its admission permit and a shutdown
@@ -370,7 +387,9 @@ async fn refuse(mut socket: TcpStream, plain: bool, max: usize) {
 struct Connection {
     socket: TcpStream,
     peer: SocketAddr,
-    permit: OwnedSemaphorePermit,
+    ticket: Ticket,
+    /// Why it is not admitted, told once the protocol is known.
+    refusal: Option<Refusal>,
     tls: Option<TlsAcceptor>,
     hub: Arc<Hub>,
     config: Arc<ServerConfig>,
@@ -384,21 +403,39 @@ impl Connection {
     #[allow(clippy::manual_async_fn)]
     fn run(self) -> impl Future<Output = ()> + Send {
         async move {
+            // Registration (handshake, detection, hello) must end by then.
+            let deadline = tokio::time::Instant::now() + self.config.register_timeout();
             let stream: Box<dyn session::Stream> = match self.tls {
                 None => Box::new(self.socket),
                 // Boxed: the handshake's state is large and must not size
                 // the task for the rest of the connection's life.
                 Some(acceptor) => {
-                    let handshake =
-                        handshake(acceptor, self.socket, self.peer, &self.config, &self.stop);
+                    let handshake = handshake(
+                        acceptor,
+                        self.socket,
+                        self.peer,
+                        &self.config,
+                        deadline,
+                        &self.stop,
+                    );
                     match Box::pin(handshake).await {
                         Some(stream) => stream,
                         None => return,
                     }
                 }
             };
-            session::run(stream, self.peer, self.hub, self.config).await;
-            drop(self.permit);
+            session::run(
+                stream,
+                self.peer,
+                self.hub,
+                self.config,
+                session::Admission {
+                    refusal: self.refusal,
+                    deadline,
+                },
+            )
+            .await;
+            drop(self.ticket);
             drop(self.done);
         }
     }
@@ -412,9 +449,11 @@ async fn handshake(
     socket: TcpStream,
     peer: SocketAddr,
     config: &ServerConfig,
+    register_by: tokio::time::Instant,
     stop: &CancellationToken,
 ) -> Option<Box<dyn session::Stream>> {
-    let handshake = tokio::time::timeout(config.handshake_timeout(), acceptor.accept(socket));
+    let by = register_by.min(tokio::time::Instant::now() + config.handshake_timeout());
+    let handshake = tokio::time::timeout_at(by, acceptor.accept(socket));
     let stream = tokio::select! {
         r = handshake => r,
         _ = stop.cancelled() => return None,

@@ -38,6 +38,16 @@ impl TestServer {
         if config.listen == ServerConfig::default().listen {
             config.listen = vec!["127.0.0.1:0".parse().unwrap()];
         }
+        // Every test client comes from 127.0.0.1 and many send in bursts:
+        // the limits per address and on flooding are off unless a test
+        // sets them to something other than their defaults.
+        let defaults = ServerConfig::default();
+        if config.max_per_ip == defaults.max_per_ip {
+            config.max_per_ip = 0;
+        }
+        if config.flood_rate == defaults.flood_rate {
+            config.flood_rate = 0;
+        }
         // Never the user's own data directory: a test that wants SQLite
         // history names a temporary one; the others keep none.
         if config.history == HistoryMode::Sqlite && config.data_dir.is_none() {

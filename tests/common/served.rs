@@ -23,6 +23,14 @@ impl Served {
         if !args.contains(&"--history") && !args.contains(&"--data-dir") {
             command.args(["--history", "memory"]);
         }
+        // Load from one address: the limits per address and on flooding
+        // are off unless the test names them.
+        if !args.contains(&"--max-per-ip") {
+            command.args(["--max-per-ip", "0"]);
+        }
+        if !args.contains(&"--flood-rate") {
+            command.args(["--flood-rate", "0"]);
+        }
         let mut child = command
             .args(args)
             .env("RUST_LOG", "info")

@@ -758,6 +758,7 @@ mod tests {
                 id: Some("c1".into()),
                 code: ErrorCode::NoHistory,
                 message: "this server keeps no history".into(),
+                retry_after_ms: None,
             },
         );
         assert_eq!(
@@ -779,6 +780,7 @@ mod tests {
                 id: Some("c9".into()),
                 code: ErrorCode::NotStored,
                 message: "your message was delivered but could not be stored: disk full".into(),
+                retry_after_ms: None,
             },
         );
         let line = v.lines().find(|l| l.text == "unsaved").unwrap();
@@ -810,6 +812,7 @@ mod tests {
                 id: Some(format!("c{ids}")),
                 code: ErrorCode::NotInRoom,
                 message: "you are not in lobby".into(),
+                retry_after_ms: None,
             },
         );
         assert!(v.request_older(50, next(&mut ids)).is_ok());

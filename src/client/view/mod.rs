@@ -501,7 +501,9 @@ impl ChatView {
                     self.place_own(uid, &room, seq, ts);
                 }
             }
-            ServerMsg::Error { id, code, message } => {
+            ServerMsg::Error {
+                id, code, message, ..
+            } => {
                 if code == ErrorCode::NoHistory {
                     for room in &mut self.rooms {
                         room.history.unavailable = true;
@@ -784,6 +786,7 @@ mod tests {
                 id: Some("c2".into()),
                 code: crate::proto::json::ErrorCode::NoSuchNick,
                 message: "no such nick: bob".into(),
+                retry_after_ms: None,
             },
         );
         assert_eq!(

@@ -23,6 +23,7 @@ use crate::event::{Format, LeaveReason};
 use crate::proto::json::{self as wire, ClientMsg, ErrorCode, HistoryEntry, RoomInfo, ServerMsg};
 use crate::proto::line::Frame;
 use crate::proto::request::Request;
+use crate::server::flood::{Flood, Verdict};
 use crate::server::hub::{Hub, HubError, Joined, MemberId, Posted};
 use crate::server::outbox::{Outbox, Outgoing};
 
@@ -117,6 +118,7 @@ fn answer_of(id: Option<String>, reply: Reply) -> Option<ServerMsg> {
             id,
             code: code_of_failure(&f),
             message: f.to_string(),
+            retry_after_ms: None,
         }),
     }
 }
@@ -157,6 +159,7 @@ pub(super) async fn serve<W>(
                 "this server speaks version {} of the JSON protocol, not {version}",
                 wire::VERSION
             ),
+            retry_after_ms: None,
         });
         refuse(&mut writer, &err, config.close_timeout()).await;
         return;
@@ -177,6 +180,7 @@ pub(super) async fn serve<W>(
             id: None,
             code: code_of(e),
             message: e.to_string(),
+            retry_after_ms: None,
         })
     };
     let member = match register(
@@ -203,6 +207,7 @@ pub(super) async fn serve<W>(
         pending: FuturesOrdered::new(),
         quit_reason: None,
         history_reads: Arc::default(),
+        flood: None,
     };
     // Restore what the client asks for: its nick first, so the rooms see
     // it join under that name.
@@ -222,6 +227,8 @@ pub(super) async fn serve<W>(
             )
             .await;
     }
+    // Counted from here: the hello and what it asked for are not.
+    session.flood = Flood::from_config(&session.config, Instant::now());
     session.read_loop(frames).await;
     let _ = write_task.await;
     debug!(%peer, "connection closed");
@@ -237,6 +244,8 @@ struct JsonSession {
     quit_reason: Option<Arc<str>>,
     /// `history` reads under way.
     history_reads: Arc<AtomicUsize>,
+    /// Flood control over every line; `None` when off.
+    flood: Option<Flood>,
 }
 
 impl JsonSession {
@@ -276,7 +285,38 @@ impl JsonSession {
             };
             // Any input proves the client is alive.
             awaiting_pong = false;
-            deadline = Instant::now() + self.config.ping_interval();
+            let now = Instant::now();
+            deadline = now + self.config.ping_interval();
+            if let (Some(Ok(frame)), Some(flood)) = (&frame, &mut self.flood) {
+                match flood.check(now) {
+                    Verdict::Pass => {}
+                    Verdict::Refuse { retry_after } => {
+                        let id = match frame {
+                            Frame::Line(line) => wire::decode_client(line)
+                                .ok()
+                                .and_then(|m| m.id().map(str::to_string)),
+                            Frame::TooLong => None,
+                        };
+                        let ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX);
+                        self.send(&ServerMsg::Error {
+                            id,
+                            code: ErrorCode::RateLimited,
+                            message: format!(
+                                "flood control: you are sending too fast; retry in {ms} ms"
+                            ),
+                            retry_after_ms: Some(ms),
+                        });
+                        continue;
+                    }
+                    Verdict::Kick => {
+                        self.send(&ServerMsg::Bye {
+                            reason: "excess flood: too many requests refused".into(),
+                        });
+                        self.leave(LeaveReason::Dropped("excess flood".into()));
+                        return;
+                    }
+                }
+            }
             match frame {
                 None => {
                     self.leave(LeaveReason::Dropped("connection closed".into()));
@@ -411,6 +451,7 @@ impl JsonSession {
                                 message: format!(
                                     "your message was delivered but could not be stored: {e}"
                                 ),
+                                retry_after_ms: None,
                             })
                         }
                     }
@@ -420,7 +461,12 @@ impl JsonSession {
     }
 
     fn error(&self, id: Option<String>, code: ErrorCode, message: String) {
-        self.send(&ServerMsg::Error { id, code, message });
+        self.send(&ServerMsg::Error {
+            id,
+            code,
+            message,
+            retry_after_ms: None,
+        });
     }
 
     fn send(&self, msg: &ServerMsg) {

@@ -22,11 +22,15 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::debug;
 
 use crate::config::ServerConfig;
 use crate::names::Nick;
 use crate::proto::json as wire;
 use crate::proto::line::{Frame, LineCodec};
+use crate::proto::text as text_wire;
+use crate::server::admission::Refusal;
 use crate::server::hub::{Hub, HubError, MemberId};
 use crate::server::outbox::{Outbox, Outgoing};
 use lines::LineReader;
@@ -51,6 +55,15 @@ pub fn json_frame_limit(max_line: usize) -> usize {
     max_line * 6 + 1024
 }
 
+/// What the listener decided about a connection before its session began.
+pub struct Admission {
+    /// Why the connection is not admitted: it is told so, in its own
+    /// protocol, and closed.
+    pub refusal: Option<Refusal>,
+    /// When registration (handshake, detection, hello) must be over.
+    pub deadline: Instant,
+}
+
 /// Runs a session on `stream` until the client leaves, is dropped, or the
 /// server shuts down.
 ///
@@ -66,20 +79,43 @@ pub fn run(
     peer: SocketAddr,
     hub: Arc<Hub>,
     config: Arc<ServerConfig>,
+    admission: Admission,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
-        let (reader, writer) = tokio::io::split(stream);
+        let (reader, mut writer) = tokio::io::split(stream);
         let codec = LineCodec::new(json_frame_limit(config.max_line));
         let mut frames = LineReader::new(reader, codec);
-        let first = Box::pin(tokio::time::timeout(config.hello_wait(), frames.next())).await;
+        let remaining = admission.deadline.saturating_duration_since(Instant::now());
+        let wait = config.hello_wait().min(remaining);
+        let first = Box::pin(tokio::time::timeout(wait, frames.next())).await;
         let first = match first {
+            // Out of time to register: closed without a greeting.
+            Err(_) if Instant::now() >= admission.deadline => {
+                debug!(%peer, "closed: not registered within the register timeout");
+                return;
+            }
             Err(_) => None,
             Ok(Some(Ok(frame))) => Some(frame),
             // Gone or broken before saying anything.
             Ok(Some(Err(_)) | None) => return,
         };
+        let json = matches!(&first, Some(Frame::Line(line)) if wire::is_hello(line));
+        if let Some(refusal) = admission.refusal {
+            let line = if json {
+                wire::encode(&wire::ServerMsg::Error {
+                    id: None,
+                    code: refusal.code(),
+                    message: refusal.message(),
+                    retry_after_ms: None,
+                })
+            } else {
+                text_wire::error(&refusal.message())
+            };
+            Box::pin(refuse(&mut writer, &line, config.close_timeout())).await;
+            return;
+        }
         match first {
-            Some(Frame::Line(line)) if wire::is_hello(&line) => {
+            Some(Frame::Line(line)) if json => {
                 Box::pin(json::serve(frames, line, writer, peer, hub, config)).await
             }
             first => text::serve(frames, first, writer, peer, hub, config).await,
@@ -178,7 +214,11 @@ mod tests {
         let hub = Arc::new(Hub::default());
         let config = Arc::new(ServerConfig::default());
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let session = run(Box::new(tokio::io::empty()), peer, hub, config);
+        let admission = Admission {
+            refusal: None,
+            deadline: Instant::now(),
+        };
+        let session = run(Box::new(tokio::io::empty()), peer, hub, config, admission);
         assert!(std::mem::size_of_val(&session) <= 512);
         let (_, w) = tokio::io::split(Box::new(tokio::io::empty()) as Box<dyn Stream>);
         let encoding = Encoding {

@@ -8,7 +8,9 @@
 //! outbox, so replies and room traffic reach the client in one order.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use std::future::Future;
 
@@ -17,6 +19,7 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 use tokio::io::WriteHalf;
 use tokio::task::JoinHandle;
+use tokio::time::{Instant, Sleep};
 use tracing::{debug, info};
 
 use super::request::{Dispatcher, Failure, Outcome, Reply};
@@ -30,6 +33,7 @@ use crate::proto::line::Frame;
 use crate::proto::request::Request;
 use crate::proto::sanitize;
 use crate::proto::text::{self, Command, Input};
+use crate::server::flood::{Flood, Verdict};
 use crate::server::hub::{Hub, HubError, Joined, MemberId};
 use crate::server::outbox::{Outbox, Outgoing};
 
@@ -71,6 +75,7 @@ pub(super) fn serve(
         chat: Vec::new(),
         frames,
         max_line: config.max_line,
+        guard: Guard::new(&config),
     };
     Box::pin(session.run(first, member.writer, peer))
 }
@@ -85,6 +90,45 @@ struct TextSession {
     chat: Vec<ChatLine>,
     frames: Frames,
     max_line: usize,
+    /// Flood control and the idle timeout; `None` when both are off, so
+    /// that they cost an idle connection nothing then.
+    guard: Option<Box<Guard>>,
+}
+
+/// Limits on a text connection's input over time.
+struct Guard {
+    flood: Option<Flood>,
+    /// Silence after which the connection is closed.
+    idle: Option<Duration>,
+    /// When the last read brought input: the time every line of that
+    /// read is counted at.
+    read_at: Instant,
+    /// Fires `idle` after the last input; reset by every read. Boxed and
+    /// kept here, so the timer sizes no task and is made once.
+    idle_timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Guard {
+    fn new(config: &ServerConfig) -> Option<Box<Guard>> {
+        let now = Instant::now();
+        let idle = config.idle_timeout();
+        let guard = Guard {
+            flood: Flood::from_config(config, now),
+            idle,
+            read_at: now,
+            idle_timer: idle.map(|d| Box::pin(tokio::time::sleep_until(now + d))),
+        };
+        (guard.flood.is_some() || guard.idle.is_some()).then(|| Box::new(guard))
+    }
+}
+
+/// Completes when a text connection has been silent too long; never
+/// without an idle timeout.
+async fn idle_expired(guard: &mut Option<Box<Guard>>) {
+    match guard.as_mut().and_then(|g| g.idle_timer.as_mut()) {
+        Some(timer) => timer.as_mut().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// What to do after a frame.
@@ -123,13 +167,12 @@ impl TextSession {
     #[allow(clippy::manual_async_fn)]
     fn run(
         mut self,
-        first: Option<Frame>,
+        mut next: Option<Frame>,
         writer: JoinHandle<()>,
         peer: SocketAddr,
     ) -> impl Future<Output = ()> + Send + 'static {
         async move {
             let outbox = self.outbox.clone();
-            let mut next = first;
             // Everyone starts in the lobby.
             let mut step = self.request(Request::Join {
                 room: RoomName::lobby().as_str().to_string(),
@@ -147,10 +190,14 @@ impl TextSession {
                         }
                     }
                     let Some(frame) = next.take() else { break };
-                    step = self.frame(frame);
+                    step = match self.flood_check() {
+                        None => self.frame(frame),
+                        Some(refused) => refused,
+                    };
                     next = self.frames.next_buffered();
                 }
                 self.flush_chat();
+                let idle = self.guard.as_ref().is_some_and(|g| g.idle.is_some());
                 let frame = tokio::select! {
                     frame = self.frames.next() => frame,
                     // Closed by the hub (shutdown, eviction) or a failed write.
@@ -158,7 +205,19 @@ impl TextSession {
                         self.leave(LeaveReason::Dropped("connection lost".into()));
                         break;
                     }
+                    _ = idle_expired(&mut self.guard), if idle => {
+                        let secs = self.guard.as_ref().and_then(|g| g.idle).map_or(0, |d| d.as_secs());
+                        self.error(&format!("idle for {secs} seconds; disconnected"));
+                        self.leave(LeaveReason::Dropped("idle timeout".into()));
+                        break;
+                    }
                 };
+                if let Some(guard) = &mut self.guard {
+                    guard.read_at = Instant::now();
+                    if let (Some(timer), Some(idle)) = (&mut guard.idle_timer, guard.idle) {
+                        timer.as_mut().reset(guard.read_at + idle);
+                    }
+                }
                 match frame {
                     None => {
                         self.leave(LeaveReason::Dropped("connection closed".into()));
@@ -175,6 +234,33 @@ impl TextSession {
             // The writer ends on its own once the outbox is closed or aborted.
             let _ = writer.await;
             debug!(%peer, "connection closed");
+        }
+    }
+
+    /// Counts one line against flood control: `None` to handle it, or
+    /// what to do instead (it was refused, or the connection is kicked).
+    fn flood_check(&mut self) -> Option<Step> {
+        let guard = self.guard.as_mut()?;
+        let at = guard.read_at;
+        let verdict = guard.flood.as_mut()?.check(at);
+        match verdict {
+            Verdict::Pass => None,
+            Verdict::Refuse { retry_after } => {
+                // What came before is still said, in order.
+                self.flush_chat();
+                self.error(&format!(
+                    "flood control: you are sending too fast; that line was not sent \
+                     (retry in {} ms)",
+                    retry_after.as_millis()
+                ));
+                Some(Step::Continue)
+            }
+            Verdict::Kick => {
+                self.flush_chat();
+                self.error("excess flood: too many lines refused; disconnected");
+                self.leave(LeaveReason::Dropped("excess flood".into()));
+                Some(Step::Quit)
+            }
         }
     }
 
@@ -421,6 +507,7 @@ mod tests {
             chat: Vec::new(),
             frames: LineReader::new(reader, LineCodec::new(64)),
             max_line: 64,
+            guard: Guard::new(&ServerConfig::default()),
         };
         let run = session.run(None, tokio::spawn(async {}), "127.0.0.1:1".parse().unwrap());
         assert!(std::mem::size_of_val(&run) <= 512);
