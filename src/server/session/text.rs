@@ -207,7 +207,7 @@ impl TextSession {
                     }
                     _ = idle_expired(&mut self.guard), if idle => {
                         let secs = self.guard.as_ref().and_then(|g| g.idle).map_or(0, |d| d.as_secs());
-                        self.error(&format!("idle for {secs} seconds; disconnected"));
+                        self.error(&format!("no input for {secs} s; disconnected (idle timeout)"));
                         self.leave(LeaveReason::Dropped("idle timeout".into()));
                         break;
                     }

@@ -1,0 +1,299 @@
+//! The limits an operator sets, seen from both sides: the refused client is
+//! told why, in its own protocol; everyone else keeps chatting, loses
+//! nothing and is not held up.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::served::gen_cert;
+use common::{Client, TestServer, DEADLINE};
+use rchat::config::ServerConfig;
+use rchat::proto::json::{self, ErrorCode, ServerMsg};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+const HELLO: &str = r#"{"type":"hello","proto":"rchat","version":1}"#;
+
+/// Connects as a JSON client and returns the first message the server
+/// sends, checking that the connection then closes.
+async fn json_first(addr: SocketAddr) -> ServerMsg {
+    let mut c = Client::connect(addr).await;
+    c.send(HELLO).await;
+    let line = c.line().await;
+    let msg = json::decode_server(line.as_bytes()).expect("a JSON line");
+    assert!(c.try_line().await.is_none(), "closed after the refusal");
+    msg
+}
+
+/// Connects until the server admits a text client (a freed slot is
+/// released a moment after its client's session ends); bounded.
+async fn admitted(addr: SocketAddr) -> Client {
+    let started = Instant::now();
+    loop {
+        let mut c = Client::connect(addr).await;
+        let first = c.line().await;
+        if !first.starts_with("* error:") {
+            assert!(first.contains("/help"), "{first:?}");
+            let nick = first.split_whitespace().find(|w| w.starts_with("guest"));
+            c.nick = nick
+                .expect("welcome names the nick")
+                .trim_end_matches('!')
+                .to_string();
+            c.line().await; // the lobby confirmation
+            return c;
+        }
+        assert!(started.elapsed() < DEADLINE, "never admitted: {first}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn too_many_connections_from_one_address_are_told_why_and_no_one_else_notices() {
+    let srv = TestServer::with(ServerConfig {
+        max_per_ip: 2,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut a = srv.client().await;
+    let mut b = srv.client().await;
+    a.expect(&format!("* {} joined lobby", b.nick)).await;
+
+    let mut refused = Client::connect(srv.addr).await;
+    assert_eq!(
+        refused.line().await,
+        "* error: too many connections from your address (limit 2)"
+    );
+    assert!(
+        refused.try_line().await.is_none(),
+        "closed after the refusal"
+    );
+    match json_first(srv.addr).await {
+        ServerMsg::Error { code, message, .. } => {
+            assert_eq!(code, ErrorCode::TooManyConnections);
+            assert!(message.contains("limit 2"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // The two inside noticed nothing and chat on.
+    a.send("still here").await;
+    b.expect(&format!("{}> still here", a.nick)).await;
+    b.expect_nothing_pending().await;
+    assert_eq!(srv.hub.member_count(), 2);
+
+    // A slot comes back when its connection ends.
+    a.send("/quit").await;
+    a.until_eof().await;
+    let c = admitted(srv.addr).await;
+    b.expect_suffix(&format!("* {} joined lobby", c.nick)).await;
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_server_refuses_in_words_even_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    gen_cert(dir.path());
+    let ca = dir.path().join("cert.pem");
+    let srv = TestServer::with(ServerConfig {
+        max_clients: 1,
+        tls_cert: Some(dir.path().join("cert.pem")),
+        tls_key: Some(dir.path().join("key.pem")),
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut inside = common::tls_text_client(srv.addr, &ca, "localhost")
+        .await
+        .expect("first client admitted");
+    // The refusal comes after the handshake, so the client can read it.
+    let tcp = TcpStream::connect(srv.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = common::tls_connector(&ca).connect(name, tcp).await.unwrap();
+    let mut refused = Client::over(Box::new(tls));
+    assert_eq!(
+        refused.line().await,
+        "* error: the server is full (1 clients); try again later"
+    );
+    assert!(refused.try_line().await.is_none());
+    inside.expect_nothing_pending().await;
+    srv.stop().await;
+
+    let srv = TestServer::with(ServerConfig {
+        max_clients: 1,
+        ..ServerConfig::default()
+    })
+    .await;
+    let _inside = srv.client().await;
+    match json_first(srv.addr).await {
+        ServerMsg::Error { code, .. } => assert_eq!(code, ErrorCode::ServerFull),
+        other => panic!("{other:?}"),
+    }
+    srv.stop().await;
+}
+
+fn flood(rate: u32, burst: u32, kick: u32) -> ServerConfig {
+    ServerConfig {
+        flood_rate: rate,
+        flood_burst: burst,
+        flood_kick_refusals: kick,
+        ..ServerConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn a_paste_within_the_burst_goes_through_and_the_rest_is_refused_in_order() {
+    let srv = TestServer::with(flood(1, 5, 0)).await;
+    let mut sender = srv.client().await;
+    let mut listener = srv.client().await;
+    sender
+        .expect(&format!("* {} joined lobby", listener.nick))
+        .await;
+    // One write: a paste of seven lines; the burst is five.
+    let paste: String = (1..=7).map(|i| format!("line {i}\n")).collect();
+    sender.send_raw(paste.as_bytes()).await;
+    for i in 1..=5 {
+        listener.expect(&format!("{}> line {i}", sender.nick)).await;
+    }
+    for _ in 0..2 {
+        let refusal = sender.line().await;
+        assert!(
+            refusal.starts_with("* error: flood control: you are sending too fast")
+                && refusal.contains("retry in"),
+            "{refusal}"
+        );
+    }
+    // Nothing of the refused lines reached anyone.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    listener.expect_nothing_pending().await;
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_flooder_is_disconnected_and_its_room_sees_an_ordinary_leave() {
+    let srv = TestServer::with(flood(1, 2, 5)).await;
+    let mut flooder = srv.client().await;
+    let mut other = srv.client().await;
+    flooder
+        .expect(&format!("* {} joined lobby", other.nick))
+        .await;
+    let lines: String = (0..20).map(|i| format!("spam {i}\n")).collect();
+    flooder.send_raw(lines.as_bytes()).await;
+    let seen = flooder.until_eof().await;
+    assert!(
+        seen.iter()
+            .any(|l| l == "* error: excess flood: too many lines refused; disconnected"),
+        "{seen:?}"
+    );
+    other.expect(&format!("{}> spam 0", flooder.nick)).await;
+    other.expect(&format!("{}> spam 1", flooder.nick)).await;
+    other
+        .expect(&format!(
+            "* {} was disconnected (excess flood)",
+            flooder.nick
+        ))
+        .await;
+    srv.wait_members(1).await;
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn json_requests_over_the_limit_get_rate_limited_with_their_id_and_when_to_retry() {
+    let srv = TestServer::with(flood(2, 1, 0)).await;
+    let mut c = Client::connect(srv.addr).await;
+    c.send(HELLO).await;
+    c.wait_for("room state", |l| l.contains("\"room_state\""))
+        .await;
+    c.send(r#"{"type":"say","id":"a","room":"lobby","text":"one"}"#)
+        .await;
+    c.send(r#"{"type":"say","id":"b","room":"lobby","text":"two"}"#)
+        .await;
+    let mut acked = false;
+    let mut limited = None;
+    while !(acked && limited.is_some()) {
+        match json::decode_server(c.line().await.as_bytes()).unwrap() {
+            ServerMsg::Ack { id, .. } if id == "a" => acked = true,
+            ServerMsg::Error {
+                id,
+                code: ErrorCode::RateLimited,
+                retry_after_ms,
+                ..
+            } => limited = Some((id, retry_after_ms)),
+            _ => {}
+        }
+    }
+    let (id, retry) = limited.unwrap();
+    assert_eq!(id.as_deref(), Some("b"));
+    let retry = retry.expect("retry_after_ms");
+    assert!((1..=500).contains(&retry), "{retry}");
+    // Waiting as told is enough.
+    tokio::time::sleep(Duration::from_millis(retry)).await;
+    c.send(r#"{"type":"say","id":"c","room":"lobby","text":"three"}"#)
+        .await;
+    c.wait_for("ack of c", |l| l.contains("\"ack\"") && l.contains("\"c\""))
+        .await;
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_that_does_not_register_in_time_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    gen_cert(dir.path());
+    let srv = TestServer::with(ServerConfig {
+        tls_cert: Some(dir.path().join("cert.pem")),
+        tls_key: Some(dir.path().join("key.pem")),
+        handshake_timeout_secs: 60,
+        register_timeout_secs: 1,
+        ..ServerConfig::default()
+    })
+    .await;
+    let started = Instant::now();
+    let mut silent = TcpStream::connect(srv.addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(DEADLINE, silent.read(&mut buf))
+        .await
+        .expect("closed before the deadline")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without a word");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_text_connection_is_closed_after_the_idle_timeout() {
+    let srv = TestServer::with(ServerConfig {
+        idle_timeout_secs: 1,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut idle = srv.client().await;
+    let mut other = srv.client().await;
+    idle.expect(&format!("* {} joined lobby", other.nick)).await;
+    // Input keeps `other` alive past the timeout while it waits.
+    let leave = format!("* {} was disconnected (idle timeout)", idle.nick);
+    let started = Instant::now();
+    let mut polls = 0;
+    loop {
+        other.send("/rooms").await;
+        let l = other.line().await;
+        if l == leave {
+            break;
+        }
+        assert!(l.starts_with("* rooms: "), "{l}");
+        polls += 1;
+        assert!(polls < 50, "no leave seen");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(started.elapsed() >= Duration::from_millis(800));
+    let rest = idle.until_eof().await;
+    assert_eq!(
+        rest,
+        ["* error: no input for 1 s; disconnected (idle timeout)"]
+    );
+    assert_eq!(srv.hub.member_count(), 1);
+    srv.stop().await;
+}
