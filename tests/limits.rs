@@ -297,3 +297,31 @@ async fn a_silent_text_connection_is_closed_after_the_idle_timeout() {
     assert_eq!(srv.hub.member_count(), 1);
     srv.stop().await;
 }
+
+/// The kernel's timers on the server's end of connections to `port`, as
+/// `ss` shows them (`keepalive` when TCP keepalive is on).
+fn server_socket_timers(port: u16) -> String {
+    let out = std::process::Command::new("ss")
+        .args(["-tnoH", "state", "established"])
+        .arg(format!("( sport = :{port} )"))
+        .output()
+        .expect("ss (iproute2) is installed; .ci/run installs it");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn tcp_keepalive_is_on_for_text_connections_and_can_be_turned_off() {
+    for (secs, want) in [(60, true), (0, false)] {
+        let srv = TestServer::with(ServerConfig {
+            tcp_keepalive_secs: secs,
+            ..ServerConfig::default()
+        })
+        .await;
+        let _client = srv.client().await;
+        let timers = server_socket_timers(srv.addr.port());
+        assert!(!timers.trim().is_empty(), "no server socket listed");
+        assert_eq!(timers.contains("keepalive"), want, "{secs}: {timers}");
+        srv.stop().await;
+    }
+}
