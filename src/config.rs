@@ -46,6 +46,16 @@ pub struct ServerConfig {
     /// PEM private key for `tls_cert`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// File whose first line is the password every client must give;
+    /// none: anyone may connect. Only its owner may be able to read it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Allow a password on a non-loopback listener without TLS.
+    pub allow_plaintext_password: bool,
+    /// File whose first line is the token that makes a connection an
+    /// operator (`/oper TOKEN`); none: no operators.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
     /// Connections held at once, counting those still in a TLS handshake.
     pub max_clients: usize,
     /// Connections from one address at once, counting those still in a TLS
@@ -140,6 +150,21 @@ pub struct ServeFlags {
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// File whose first line is the password clients must give (/pass in
+    /// text mode); it must be readable by its owner only.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Allow --password-file on a non-loopback address without TLS (the
+    /// password then crosses the network in clear text).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allow_plaintext_password: bool,
+    /// File whose first line is the operator token (/oper TOKEN); it must
+    /// be readable by its owner only.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token_file: Option<PathBuf>,
     /// Most connections held at once. [default: 10000]
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -305,6 +330,9 @@ impl Default for ServerConfig {
             listen: vec![DEFAULT_LISTEN.parse().expect("constant address parses")],
             tls_cert: None,
             tls_key: None,
+            password_file: None,
+            allow_plaintext_password: false,
+            admin_token_file: None,
             max_clients: 10_000,
             max_per_ip: 16,
             ipv6_prefix: 64,

@@ -66,6 +66,9 @@ struct ConnectArgs {
     /// Exit when the connection is lost instead of reconnecting.
     #[arg(long)]
     no_reconnect: bool,
+    /// File whose first line is the server's password.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -142,6 +145,11 @@ fn connect(args: ConnectArgs) -> anyhow::Result<u8> {
         insecure: args.insecure,
         plain: args.plain,
         reconnect: !args.no_reconnect,
+        password: args
+            .password_file
+            .as_deref()
+            .map(rchat::client::app::read_password_file)
+            .transpose()?,
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let code = runtime.block_on(rchat::client::app::run(config))?;

@@ -30,6 +30,7 @@ impl JsonClient {
             room: room.map(str::to_string),
             tls: None,
             reconnect,
+            password: None,
         });
         JsonClient { handle, updates }
     }

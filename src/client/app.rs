@@ -27,6 +27,8 @@ pub struct ConnectConfig {
     /// Line mode even on a terminal.
     pub plain: bool,
     pub reconnect: bool,
+    /// The server's password (`--password-file`).
+    pub password: Option<conn::Password>,
 }
 
 /// Why the client could not start.
@@ -41,11 +43,31 @@ pub enum AppError {
         path: PathBuf,
         cause: std::io::Error,
     },
+    #[error("cannot read the password file {}: {cause}", path.display())]
+    PasswordFile {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
 /// How long the first TLS probe may take.
+/// Reads a password from the first line of `path` (`--password-file`).
+pub fn read_password_file(path: &std::path::Path) -> Result<conn::Password, AppError> {
+    let text = std::fs::read_to_string(path).map_err(|cause| AppError::PasswordFile {
+        path: path.to_owned(),
+        cause,
+    })?;
+    match text.lines().next() {
+        Some(first) if !first.is_empty() => Ok(conn::Password(first.to_string())),
+        _ => Err(AppError::PasswordFile {
+            path: path.to_owned(),
+            cause: std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is empty"),
+        }),
+    }
+}
+
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs the client to completion; returns the process exit code.
@@ -62,6 +84,7 @@ pub async fn run(cfg: ConnectConfig) -> Result<i32, AppError> {
         room: cfg.room.clone(),
         tls,
         reconnect: cfg.reconnect,
+        password: cfg.password.clone(),
     });
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     if interactive && !cfg.plain {

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_util::codec::{FramedRead, LinesCodec};
 
-use crate::proto::json::{self as wire, ClientMsg, ServerMsg};
+use crate::proto::json::{self as wire, ClientMsg, ErrorCode, ServerMsg};
 
 /// How to reach the server and who to be there.
 #[derive(Debug, Clone)]
@@ -30,6 +30,18 @@ pub struct Options {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Reconnect after a lost connection.
     pub reconnect: bool,
+    /// The server's password, sent in every hello (reconnects too).
+    pub password: Option<Password>,
+}
+
+/// A password, kept out of `Debug` output and so out of every log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(pub String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(..)")
+    }
 }
 
 /// The connection's state, for the status bar.
@@ -99,6 +111,9 @@ pub enum ConnError {
     NoWelcome,
     #[error("the server refused the connection: {0}")]
     Refused(String),
+    /// Trying again with the same password cannot help: never retried.
+    #[error("the server did not accept the password: {0}")]
+    AuthFailed(String),
     #[error("connection lost: {0}")]
     Io(#[from] std::io::Error),
     #[error("{0} did not answer in time")]
@@ -224,6 +239,16 @@ async fn run(
                     End::Lost(reason) => reason,
                 }
             }
+            Err(e @ ConnError::AuthFailed(_)) => {
+                // Not a reconnect loop: the same password fails again.
+                let _ = updates
+                    .send(Update::Status(Status::Lost {
+                        reason: e.to_string(),
+                        retry_in: None,
+                    }))
+                    .await;
+                return;
+            }
             Err(e) => e.to_string(),
         };
         if !opts.reconnect || updates.is_closed() {
@@ -301,6 +326,7 @@ async fn connect_inner(
         version: wire::VERSION,
         nick: me.wanted.clone(),
         rooms: (!me.rooms.is_empty()).then(|| me.rooms.clone()),
+        password: opts.password.as_ref().map(|p| p.0.clone()),
     };
     writer.write_all(&wire::encode(&hello)).await?;
     writer.flush().await?;
@@ -310,6 +336,13 @@ async fn connect_inner(
     match first {
         Some(Ok(line)) => match wire::decode_server(line.as_bytes()) {
             Ok(welcome @ ServerMsg::Welcome { .. }) => Ok((lines, writer, welcome)),
+            Ok(ServerMsg::Error {
+                code: ErrorCode::AuthFailed,
+                message,
+                ..
+            }) => Err(ConnError::AuthFailed(
+                crate::proto::sanitize::clean(&message).into_owned(),
+            )),
             Ok(ServerMsg::Error { message, .. }) => Err(ConnError::Refused(message)),
             // Refusals made before the protocol is known are text lines.
             _ => match line.strip_prefix("* error: ") {

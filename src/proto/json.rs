@@ -59,6 +59,9 @@ pub enum ClientMsg {
         /// Rooms to join at once; `["lobby"]` if absent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rooms: Option<Vec<String>>,
+        /// The server's password, if it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password: Option<String>,
     },
     Say {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -155,6 +158,8 @@ pub enum ErrorCode {
     ServerFull,
     /// Your address holds as many connections as the server allows one.
     TooManyConnections,
+    /// The password (or operator token) is missing or wrong.
+    AuthFailed,
     #[serde(other)]
     Other,
 }
@@ -541,7 +546,8 @@ mod tests {
                     proto,
                     version,
                     nick,
-                    rooms
+                    rooms,
+                    password: None,
                 }),
             (opt_id(), ".*", ".*", any::<bool>()).prop_map(|(id, room, text, action)| {
                 ClientMsg::Say {
@@ -593,6 +599,7 @@ mod tests {
             Just(ErrorCode::RateLimited),
             Just(ErrorCode::ServerFull),
             Just(ErrorCode::TooManyConnections),
+            Just(ErrorCode::AuthFailed),
             Just(ErrorCode::Other),
         ]
     }
@@ -780,7 +787,8 @@ mod tests {
             proto: PROTO_NAME.into(),
             version: VERSION,
             nick: None,
-            rooms: None
+            rooms: None,
+            password: None,
         })
         .is_none());
     }

@@ -8,6 +8,7 @@
 //! close, all of them are done. In between, the hub tells every member the
 //! server is going away and closes their outboxes after a flush.
 
+pub mod access;
 pub mod admission;
 pub mod flood;
 pub mod hub;
@@ -29,6 +30,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{ConfigError, HistoryMode, ServerConfig};
 use crate::store::{self, Retention, Store, StoreError};
+use access::{Access, AccessError};
 use admission::{Admission, Admit, Refusal};
 use hub::{History, Hub, HubLimits};
 
@@ -48,6 +50,8 @@ pub enum ServerError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Access(#[from] AccessError),
     #[error(
         "no data directory is known for this user; give one with --data-dir, \
          or run with --history memory or --history off"
@@ -136,6 +140,7 @@ pub struct Server {
     tls: Option<TlsAcceptor>,
     hub: Arc<Hub>,
     store: Option<OpenStore>,
+    access: Arc<Access>,
 }
 
 impl Server {
@@ -143,6 +148,7 @@ impl Server {
     /// listen address. Port 0 picks a free port; see [`Server::local_addrs`].
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         config.validate()?;
+        let access = Arc::new(Access::load(&config)?);
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
             _ => None,
@@ -166,6 +172,7 @@ impl Server {
             tls,
             hub,
             store,
+            access,
         })
     }
 
@@ -209,6 +216,7 @@ impl Server {
                 hub: self.hub.clone(),
                 config: self.config.clone(),
                 admission: admission.clone(),
+                access: self.access.clone(),
                 stop: stop.clone(),
                 done: done_tx.clone(),
             };
@@ -286,6 +294,7 @@ struct Acceptor {
     hub: Arc<Hub>,
     config: Arc<ServerConfig>,
     admission: Arc<Admission>,
+    access: Arc<Access>,
     stop: CancellationToken,
     done: mpsc::Sender<()>,
 }
@@ -359,6 +368,7 @@ impl Acceptor {
                 }
             };
             let conn = Connection {
+                access: self.access.clone(),
                 socket,
                 peer,
                 ticket,
@@ -385,6 +395,7 @@ enum Ticket {
 /// One accepted connection, holding its admission permit and a shutdown
 /// sender for its lifetime.
 struct Connection {
+    access: Arc<Access>,
     socket: TcpStream,
     peer: SocketAddr,
     ticket: Ticket,
@@ -432,6 +443,7 @@ impl Connection {
                 session::Admission {
                     refusal: self.refusal,
                     deadline,
+                    access: self.access,
                 },
             )
             .await;

@@ -13,7 +13,7 @@ use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use tokio::io::AsyncWrite;
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::request::{Dispatcher, Failure, Outcome, Reply};
 use super::writer::Encoding;
@@ -23,6 +23,7 @@ use crate::event::{Format, LeaveReason};
 use crate::proto::json::{self as wire, ClientMsg, ErrorCode, HistoryEntry, RoomInfo, ServerMsg};
 use crate::proto::line::Frame;
 use crate::proto::request::Request;
+use crate::server::access::Access;
 use crate::server::flood::{Flood, Verdict};
 use crate::server::hub::{Hub, HubError, Joined, MemberId, Posted};
 use crate::server::outbox::{Outbox, Outgoing};
@@ -139,6 +140,7 @@ pub(super) async fn serve<W>(
     peer: SocketAddr,
     hub: Arc<Hub>,
     config: Arc<ServerConfig>,
+    access: Arc<Access>,
 ) where
     W: AsyncWrite + Send + Unpin + 'static,
 {
@@ -146,6 +148,7 @@ pub(super) async fn serve<W>(
         version,
         nick: wanted_nick,
         rooms,
+        password,
         ..
     }) = wire::decode_client(&hello)
     else {
@@ -163,6 +166,27 @@ pub(super) async fn serve<W>(
         });
         refuse(&mut writer, &err, config.close_timeout()).await;
         return;
+    }
+    if let Some(secret) = &access.password {
+        let message = match password.as_deref() {
+            Some(given) if secret.matches(given) => None,
+            Some(_) => {
+                // The address only: never what was sent.
+                warn!(%peer, "wrong password");
+                Some("wrong password")
+            }
+            None => Some("this server needs a password: send it in the hello's \"password\""),
+        };
+        if let Some(message) = message {
+            let err = wire::encode(&ServerMsg::Error {
+                id: None,
+                code: ErrorCode::AuthFailed,
+                message: message.into(),
+                retry_after_ms: None,
+            });
+            refuse(&mut writer, &err, config.close_timeout()).await;
+            return;
+        }
     }
     let max_text = config.max_line;
     let ping_interval = config.ping_interval_secs;

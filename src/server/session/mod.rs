@@ -10,6 +10,7 @@
 
 mod json;
 pub mod lines;
+mod login;
 mod request;
 mod text;
 pub mod writer;
@@ -30,6 +31,7 @@ use crate::names::Nick;
 use crate::proto::json as wire;
 use crate::proto::line::{Frame, LineCodec};
 use crate::proto::text as text_wire;
+use crate::server::access::Access;
 use crate::server::admission::Refusal;
 use crate::server::hub::{Hub, HubError, MemberId};
 use crate::server::outbox::{Outbox, Outgoing};
@@ -60,8 +62,11 @@ pub struct Admission {
     /// Why the connection is not admitted: it is told so, in its own
     /// protocol, and closed.
     pub refusal: Option<Refusal>,
-    /// When registration (handshake, detection, hello) must be over.
+    /// When registration (handshake, detection, hello, password) must be
+    /// over.
     pub deadline: Instant,
+    /// The server's password and operator token.
+    pub access: Arc<Access>,
 }
 
 /// Runs a session on `stream` until the client leaves, is dropped, or the
@@ -116,9 +121,27 @@ pub fn run(
         }
         match first {
             Some(Frame::Line(line)) if json => {
-                Box::pin(json::serve(frames, line, writer, peer, hub, config)).await
+                let access = admission.access;
+                Box::pin(json::serve(frames, line, writer, peer, hub, config, access)).await
             }
-            first => text::serve(frames, first, writer, peer, hub, config).await,
+            first => match &admission.access.password {
+                None => text::serve(frames, first, writer, peer, hub, config).await,
+                Some(secret) => {
+                    let deadline = admission.deadline;
+                    let login = login::password(
+                        &mut frames,
+                        first,
+                        &mut writer,
+                        secret,
+                        peer,
+                        &config,
+                        deadline,
+                    );
+                    if Box::pin(login).await {
+                        text::serve(frames, None, writer, peer, hub, config).await
+                    }
+                }
+            },
         }
     }
 }
@@ -217,6 +240,7 @@ mod tests {
         let admission = Admission {
             refusal: None,
             deadline: Instant::now(),
+            access: Arc::default(),
         };
         let session = run(Box::new(tokio::io::empty()), peer, hub, config, admission);
         assert!(std::mem::size_of_val(&session) <= 512);
