@@ -21,6 +21,8 @@ pub enum LeaveReason {
     Quit(Option<Arc<str>>),
     /// The connection was lost or cut by the server; the text says why.
     Dropped(Arc<str>),
+    /// An operator removed the member.
+    Kicked { by: Nick, reason: Option<Arc<str>> },
 }
 
 /// One chat line (or `/me` action) a member posts; a read of several lines
@@ -97,6 +99,9 @@ impl Event {
                         + match reason {
                             LeaveReason::Part | LeaveReason::Quit(None) => 0,
                             LeaveReason::Quit(Some(r)) | LeaveReason::Dropped(r) => r.len(),
+                            LeaveReason::Kicked { by, reason } => {
+                                by.as_str().len() + reason.as_ref().map_or(0, |r| r.len())
+                            }
                         }
                 }
                 Event::Renamed { old, new } => old.as_str().len() + new.as_str().len(),

@@ -200,7 +200,8 @@ async fn member_list_follows_joins_renames_and_leaves() {
             room: "dev".into(),
             nick: "robert".into(),
             kind: LeaveKind::Quit,
-            reason: Some("lunch".into())
+            reason: Some("lunch".into()),
+            by: None,
         }
     );
     alice

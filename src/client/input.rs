@@ -90,6 +90,30 @@ pub fn parse(line: &str, room: Option<&str>, next_id: &mut u64) -> Action {
                     limit: Some(n),
                 })
             }
+            Command::Oper(token) => Action::Send(ClientMsg::Oper {
+                id: id(),
+                token: token.to_string(),
+            }),
+            Command::Kick { nick, reason } => Action::Send(ClientMsg::Kick {
+                id: id(),
+                nick: nick.to_string(),
+                reason: reason.map(str::to_string),
+            }),
+            Command::Ban {
+                target,
+                duration,
+                reason,
+            } => Action::Send(ClientMsg::Ban {
+                id: id(),
+                target: target.to_string(),
+                duration: duration.map(|d| humantime::format_duration(d).to_string()),
+                reason: reason.map(str::to_string),
+            }),
+            Command::Unban(target) => Action::Send(ClientMsg::Unban {
+                id: id(),
+                target: target.to_string(),
+            }),
+            Command::Bans => Action::Send(ClientMsg::Bans { id: id() }),
             Command::Help => Action::Help,
             Command::Quit(reason) => Action::Quit(reason.map(str::to_string)),
             Command::Usage(u) => Action::Error(format!("usage: {u}")),

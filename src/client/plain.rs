@@ -141,9 +141,13 @@ impl Printer {
                 nick,
                 kind,
                 reason,
+                by,
             } => {
                 let why = reason.as_deref().map(clean);
-                let text = wording::left(self.nick(nick), clean(room), kind, why.as_deref());
+                let text = match by {
+                    Some(by) => wording::kicked(self.nick(nick), self.nick(by), why.as_deref()),
+                    None => wording::left(self.nick(nick), clean(room), kind, why.as_deref()),
+                };
                 format!("* {text}")
             }
             ServerMsg::Renamed { old, new } => {
@@ -162,6 +166,12 @@ impl Printer {
                 let names: Vec<String> = members.iter().map(|m| clean(m).into_owned()).collect();
                 format!("* {} ({}): {}", clean(room), names.len(), names.join(", "))
             }
+            ServerMsg::Bans { bans, .. } if bans.is_empty() => "* no bans".to_string(),
+            ServerMsg::Bans { bans, .. } => bans
+                .iter()
+                .map(|b| format!("* ban: {}", clean(&wording::ban(b))))
+                .collect::<Vec<_>>()
+                .join("\n"),
             ServerMsg::Bye { reason } => format!("* {}", clean(reason)),
             ServerMsg::Ack { .. }
             | ServerMsg::History { .. }
@@ -314,7 +324,8 @@ where
                             ServerMsg::Ack { id, .. }
                             | ServerMsg::Rooms { id: Some(id), .. }
                             | ServerMsg::Who { id: Some(id), .. }
-                            | ServerMsg::History { id: Some(id), .. } => {
+                            | ServerMsg::History { id: Some(id), .. }
+                            | ServerMsg::Bans { id: Some(id), .. } => {
                                 outstanding.remove(id);
                             }
                             ServerMsg::Error { id: Some(id), .. } if outstanding.remove(id) => {

@@ -27,7 +27,12 @@ impl ClientMsg {
             | ClientMsg::Nick { id, .. }
             | ClientMsg::Rooms { id }
             | ClientMsg::Who { id, .. }
-            | ClientMsg::History { id, .. } => id.as_deref(),
+            | ClientMsg::History { id, .. }
+            | ClientMsg::Oper { id, .. }
+            | ClientMsg::Kick { id, .. }
+            | ClientMsg::Ban { id, .. }
+            | ClientMsg::Unban { id, .. }
+            | ClientMsg::Bans { id } => id.as_deref(),
             ClientMsg::Hello { .. }
             | ClientMsg::Ping { .. }
             | ClientMsg::Pong { .. }
@@ -125,6 +130,39 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// Become an operator with the server's operator token.
+    Oper {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        token: String,
+    },
+    Kick {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        nick: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    Ban {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// A nick (its address is banned), an address or a CIDR block.
+        target: String,
+        /// How long, as `10m`, `2h`, `7d`; absent: until unbanned.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    Unban {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        target: String,
+    },
+    Bans {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
 }
 
 fn is_false(b: &bool) -> bool {
@@ -160,6 +198,10 @@ pub enum ErrorCode {
     TooManyConnections,
     /// The password (or operator token) is missing or wrong.
     AuthFailed,
+    /// Only an operator may do that.
+    NotOperator,
+    /// Your address is banned: sent instead of a welcome.
+    Banned,
     #[serde(other)]
     Other,
 }
@@ -171,6 +213,8 @@ pub enum LeaveKind {
     Part,
     Quit,
     Dropped,
+    /// Removed by an operator, named in `by`.
+    Kicked,
 }
 
 /// Most messages one `history` answer carries, whatever `limit` asks.
@@ -186,6 +230,20 @@ pub struct HistoryEntry {
     pub text: String,
     #[serde(default, skip_serializing_if = "is_false")]
     pub action: bool,
+}
+
+/// One ban in a [`ServerMsg::Bans`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanInfo {
+    /// An address or a CIDR block.
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When it ends, milliseconds since the Unix epoch; absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
+    /// The operator who set it.
+    pub by: String,
 }
 
 /// One room in a room list.
@@ -241,6 +299,9 @@ pub enum ServerMsg {
         kind: LeaveKind,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// With `kicked`: the operator.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     Renamed {
         old: String,
@@ -292,6 +353,12 @@ pub enum ServerMsg {
         /// `seq` here.
         #[serde(default, skip_serializing_if = "is_false")]
         more: bool,
+    },
+    /// The bans in force (operators only).
+    Bans {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        bans: Vec<BanInfo>,
     },
     Ping {
         token: String,
@@ -400,6 +467,47 @@ pub fn into_request(msg: ClientMsg) -> Option<(Option<String>, Request)> {
         ClientMsg::Ping { token } => (None, Request::Ping { token }),
         ClientMsg::Pong { .. } => (None, Request::Pong),
         ClientMsg::Quit { reason } => (None, Request::Quit { reason }),
+        ClientMsg::Oper { id, token } => (
+            id,
+            Request::Oper {
+                token: super::request::Token(token),
+            },
+        ),
+        ClientMsg::Kick { id, nick, reason } => (
+            id,
+            Request::Kick {
+                nick: name_arg(&nick),
+                reason,
+            },
+        ),
+        ClientMsg::Ban {
+            id,
+            target,
+            duration,
+            reason,
+        } => {
+            let duration = match duration.as_deref().map(humantime::parse_duration) {
+                None => None,
+                Some(Ok(d)) if !d.is_zero() => Some(d),
+                // Unreadable: zero, which the server refuses with an error.
+                Some(_) => Some(std::time::Duration::ZERO),
+            };
+            (
+                id,
+                Request::Ban {
+                    target: name_arg(&target),
+                    duration,
+                    reason,
+                },
+            )
+        }
+        ClientMsg::Unban { id, target } => (
+            id,
+            Request::Unban {
+                target: name_arg(&target),
+            },
+        ),
+        ClientMsg::Bans { id } => (id, Request::Bans),
     };
     Some(request)
 }
@@ -467,16 +575,22 @@ pub fn from_event(event: &Event) -> ServerMsg {
             nick: nick.to_string(),
         },
         Event::Left { room, nick, reason } => {
-            let (kind, reason) = match reason {
-                LeaveReason::Part => (LeaveKind::Part, None),
-                LeaveReason::Quit(r) => (LeaveKind::Quit, r.as_ref().map(|r| r.to_string())),
-                LeaveReason::Dropped(r) => (LeaveKind::Dropped, Some(r.to_string())),
+            let (kind, reason, by) = match reason {
+                LeaveReason::Part => (LeaveKind::Part, None, None),
+                LeaveReason::Quit(r) => (LeaveKind::Quit, r.as_ref().map(|r| r.to_string()), None),
+                LeaveReason::Dropped(r) => (LeaveKind::Dropped, Some(r.to_string()), None),
+                LeaveReason::Kicked { by, reason } => (
+                    LeaveKind::Kicked,
+                    reason.as_ref().map(|r| r.to_string()),
+                    Some(by.to_string()),
+                ),
             };
             ServerMsg::Left {
                 room: room.to_string(),
                 nick: nick.to_string(),
                 kind,
                 reason,
+                by,
             }
         }
         Event::Renamed { old, new } => ServerMsg::Renamed {
@@ -600,6 +714,8 @@ mod tests {
             Just(ErrorCode::ServerFull),
             Just(ErrorCode::TooManyConnections),
             Just(ErrorCode::AuthFailed),
+            Just(ErrorCode::NotOperator),
+            Just(ErrorCode::Banned),
             Just(ErrorCode::Other),
         ]
     }
@@ -608,7 +724,8 @@ mod tests {
         let kind = prop_oneof![
             Just(LeaveKind::Part),
             Just(LeaveKind::Quit),
-            Just(LeaveKind::Dropped)
+            Just(LeaveKind::Dropped),
+            Just(LeaveKind::Kicked)
         ];
         prop_oneof![
             (".*", any::<u32>(), ".*", any::<usize>(), any::<u64>()).prop_map(
@@ -639,14 +756,20 @@ mod tests {
                 text
             }),
             (".*", ".*").prop_map(|(room, nick)| ServerMsg::Joined { room, nick }),
-            (".*", ".*", kind, proptest::option::of(".*")).prop_map(
-                |(room, nick, kind, reason)| ServerMsg::Left {
+            (
+                ".*",
+                ".*",
+                kind,
+                proptest::option::of(".*"),
+                proptest::option::of(".*")
+            )
+                .prop_map(|(room, nick, kind, reason, by)| ServerMsg::Left {
                     room,
                     nick,
                     kind,
-                    reason
-                }
-            ),
+                    reason,
+                    by
+                }),
             (".*", ".*").prop_map(|(old, new)| ServerMsg::Renamed { old, new }),
             ".*".prop_map(|text| ServerMsg::Notice { text }),
             (

@@ -11,6 +11,8 @@
 //! errors), which the text session answers itself, and JSON's request ids,
 //! which travel beside the request.
 
+use std::time::Duration;
+
 use crate::event::ChatLine;
 
 /// What a client asks the server to do. Names are as the client wrote
@@ -61,6 +63,37 @@ pub enum Request {
     Quit {
         reason: Option<String>,
     },
+    /// Become an operator.
+    Oper {
+        token: Token,
+    },
+    /// Disconnect a nick (operators only).
+    Kick {
+        nick: String,
+        reason: Option<String>,
+    },
+    /// Ban a nick's address, an address or a CIDR block (operators only);
+    /// for `duration`, or until unbanned.
+    Ban {
+        target: String,
+        duration: Option<Duration>,
+        reason: Option<String>,
+    },
+    Unban {
+        target: String,
+    },
+    Bans,
+}
+
+/// An operator token as typed, kept out of `Debug` output and so out of
+/// every log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(pub String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
 }
 
 impl Request {
@@ -78,6 +111,11 @@ impl Request {
             Request::Ping { .. } => "ping",
             Request::Pong => "pong",
             Request::Quit { .. } => "quit",
+            Request::Oper { .. } => "oper",
+            Request::Kick { .. } => "kick",
+            Request::Ban { .. } => "ban",
+            Request::Unban { .. } => "unban",
+            Request::Bans => "bans",
         }
     }
 }

@@ -39,6 +39,21 @@ pub enum Command<'a> {
     History(usize),
     Help,
     Quit(Option<&'a str>),
+    /// Become an operator.
+    Oper(&'a str),
+    Kick {
+        nick: &'a str,
+        reason: Option<&'a str>,
+    },
+    /// Ban a nick's address, an address or a CIDR block, for a while or
+    /// until unbanned.
+    Ban {
+        target: &'a str,
+        duration: Option<std::time::Duration>,
+        reason: Option<&'a str>,
+    },
+    Unban(&'a str),
+    Bans,
     /// A known command with missing arguments; carries its usage line.
     Usage(&'static str),
     /// Not a command we know.
@@ -87,6 +102,31 @@ pub fn parse(line: &str) -> Input<'_> {
         },
         "help" => Command::Help,
         "quit" => Command::Quit((!args.is_empty()).then_some(args)),
+        "oper" => one_word(args).map_or(Command::Usage("/oper TOKEN"), Command::Oper),
+        "kick" => match split_word(args) {
+            Some((nick, reason)) => Command::Kick { nick, reason },
+            None => Command::Usage("/kick NICK [REASON]"),
+        },
+        "ban" => match split_word(args) {
+            Some((target, rest)) => {
+                // A second word that reads as a duration is one.
+                let (duration, reason) = match rest.map(split_word) {
+                    Some(Some((word, after))) => match humantime::parse_duration(word) {
+                        Ok(d) if !d.is_zero() => (Some(d), after),
+                        _ => (None, rest),
+                    },
+                    _ => (None, None),
+                };
+                Command::Ban {
+                    target,
+                    duration,
+                    reason,
+                }
+            }
+            None => Command::Usage("/ban NICK|ADDRESS|CIDR [DURATION] [REASON]"),
+        },
+        "unban" => one_word(args).map_or(Command::Usage("/unban ADDRESS|CIDR"), Command::Unban),
+        "bans" => Command::Bans,
         _ => Command::Unknown(name),
     };
     Input::Command(cmd)
@@ -96,6 +136,20 @@ pub fn parse(line: &str) -> Input<'_> {
 pub const DEFAULT_HISTORY: usize = 20;
 /// Most messages one `/history` shows.
 pub const MAX_HISTORY: usize = super::MAX_HISTORY_PAGE;
+
+/// The first word of `args` and the rest, if any.
+fn split_word(args: &str) -> Option<(&str, Option<&str>)> {
+    if args.is_empty() {
+        return None;
+    }
+    Some(match args.split_once([' ', '\t']) {
+        Some((word, rest)) => {
+            let rest = rest.trim();
+            (word, (!rest.is_empty()).then_some(rest))
+        }
+        None => (args, None),
+    })
+}
 
 fn one_word(args: &str) -> Option<&str> {
     (!args.is_empty() && !args.contains([' ', '\t'])).then_some(args)
@@ -112,6 +166,13 @@ pub const HELP: &[&str] = &[
     "  /me ACTION        tell the room what you are doing",
     "  /history [N]      show the last N messages of this room",
     "  /quit [REASON]    leave (also !quit)",
+    "  /pass PASSWORD    give the server's password, if it asks for one",
+    "  /oper TOKEN       become an operator",
+    "operators only:",
+    "  /kick NICK [REASON]                        disconnect NICK",
+    "  /ban NICK|ADDRESS|CIDR [DURATION] [REASON] ban an address (10m, 2h, 7d; none: for good)",
+    "  /unban ADDRESS|CIDR                        lift a ban",
+    "  /bans                                      list the bans",
     "  //text            send a line that starts with /",
     "anything else is sent to everyone in your room",
 ];
@@ -149,6 +210,10 @@ pub fn render(event: &Event) -> Bytes {
                 LeaveReason::Part => (LeaveKind::Part, None),
                 LeaveReason::Quit(why) => (LeaveKind::Quit, why.as_deref()),
                 LeaveReason::Dropped(why) => (LeaveKind::Dropped, Some(&**why)),
+                LeaveReason::Kicked { by, reason } => {
+                    let text = wording::kicked(nick, by, reason.as_deref());
+                    return Bytes::from(format!("* {text}\n"));
+                }
             };
             format!("* {}\n", wording::left(nick, room, &kind, why))
         }

@@ -28,7 +28,31 @@ pub fn left(
         LeaveKind::Part => format!("{nick} left {room}{why}"),
         LeaveKind::Quit => format!("{nick} quit{why}"),
         LeaveKind::Dropped => format!("{nick} was disconnected{why}"),
+        LeaveKind::Kicked => format!("{nick} was kicked{why}"),
     }
+}
+
+/// `alice was kicked by root: spamming`: an operator removed someone.
+pub fn kicked(nick: impl Display, by: impl Display, reason: Option<&str>) -> String {
+    match reason {
+        Some(why) => format!("{nick} was kicked by {by}: {why}"),
+        None => format!("{nick} was kicked by {by}"),
+    }
+}
+
+/// One ban as `/bans` lists it: `10.0.0.0/8 by root until 2026-12-08 09:00
+/// UTC: spamming`.
+pub fn ban(info: &super::json::BanInfo) -> String {
+    let until = match info.until {
+        Some(ms) => format!("until {} UTC", crate::clock::date_time(ms)),
+        None => "until unbanned".to_string(),
+    };
+    let mut text = format!("{} by {} {until}", info.target, info.by);
+    if let Some(reason) = &info.reason {
+        text.push_str(": ");
+        text.push_str(reason);
+    }
+    text
 }
 
 /// `alice is now known as bob`
@@ -57,5 +81,10 @@ mod tests {
             "a was disconnected (ping timeout)"
         );
         assert_eq!(renamed("a", "b"), "a is now known as b");
+        assert_eq!(
+            kicked("a", "root", Some("spam")),
+            "a was kicked by root: spam"
+        );
+        assert_eq!(kicked("a", "root", None), "a was kicked by root");
     }
 }

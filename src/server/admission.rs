@@ -19,6 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::ServerConfig;
 use crate::proto::json::ErrorCode;
+use crate::server::bans::Bans;
 
 /// Refusals being told at once; more are closed without a word. A refusal
 /// costs a task and a socket for up to the register timeout, and a flood
@@ -26,10 +27,16 @@ use crate::proto::json::ErrorCode;
 pub const MAX_REFUSING: usize = 64;
 
 /// Why a connection is not admitted. The text is what the client is told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    ServerFull { max: usize },
-    TooManyFromAddress { limit: usize },
+    ServerFull {
+        max: usize,
+    },
+    TooManyFromAddress {
+        limit: usize,
+    },
+    /// The address is banned; the text says why and until when.
+    Banned(String),
 }
 
 impl Refusal {
@@ -41,6 +48,7 @@ impl Refusal {
             Refusal::TooManyFromAddress { limit } => {
                 format!("too many connections from your address (limit {limit})")
             }
+            Refusal::Banned(why) => why.clone(),
         }
     }
 
@@ -48,6 +56,7 @@ impl Refusal {
         match self {
             Refusal::ServerFull { .. } => ErrorCode::ServerFull,
             Refusal::TooManyFromAddress { .. } => ErrorCode::TooManyConnections,
+            Refusal::Banned(_) => ErrorCode::Banned,
         }
     }
 }
@@ -74,10 +83,11 @@ pub struct Admission {
     max_clients: usize,
     per_address: Option<Arc<PerAddress>>,
     refusing: Arc<Semaphore>,
+    bans: Arc<Bans>,
 }
 
 impl Admission {
-    pub fn new(config: &ServerConfig) -> Admission {
+    pub fn new(config: &ServerConfig, bans: Arc<Bans>) -> Admission {
         Admission {
             total: Arc::new(Semaphore::new(config.max_clients)),
             max_clients: config.max_clients,
@@ -89,6 +99,7 @@ impl Admission {
                 })
             }),
             refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
+            bans,
         }
     }
 
@@ -98,6 +109,9 @@ impl Admission {
             Ok(permit) => Admit::Refused(refusal, permit),
             Err(_) => Admit::Drop(refusal),
         };
+        if let Some(ban) = self.bans.find(ip) {
+            return refused(Refusal::Banned(ban.message()));
+        }
         let address = match &self.per_address {
             Some(per) => match PerAddress::claim(per, ip) {
                 Some(slot) => Some(slot),
@@ -196,11 +210,14 @@ mod tests {
     use super::*;
 
     fn admission(max_clients: usize, max_per_ip: usize) -> Admission {
-        Admission::new(&ServerConfig {
-            max_clients,
-            max_per_ip,
-            ..ServerConfig::default()
-        })
+        Admission::new(
+            &ServerConfig {
+                max_clients,
+                max_per_ip,
+                ..ServerConfig::default()
+            },
+            Arc::default(),
+        )
     }
 
     #[test]
@@ -250,10 +267,13 @@ mod tests {
         assert_ne!(k("2001:db8:1:2::1", 64), k("2001:db8:1:3::1", 64));
         assert_ne!(k("2001:db8:1:2::1", 128), k("2001:db8:1:2::2", 128));
         assert_eq!(k("::ffff:10.0.0.1", 64), k("10.0.0.1", 64));
-        let a = Admission::new(&ServerConfig {
-            max_per_ip: 1,
-            ..ServerConfig::default()
-        });
+        let a = Admission::new(
+            &ServerConfig {
+                max_per_ip: 1,
+                ..ServerConfig::default()
+            },
+            Arc::default(),
+        );
         let _one = a.admit("2001:db8::1".parse().unwrap());
         assert!(matches!(
             a.admit("2001:db8::2".parse().unwrap()),

@@ -41,15 +41,18 @@
 //! back. Private messages' numbering is read the same way.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::event::{Bundle, Envelope, Event, LeaveReason};
 use crate::names::{key_of, NameError, Nick, RoomName};
+use crate::server::access::Access;
+use crate::server::bans::Bans;
 use crate::server::outbox::{Outbox, Outgoing, Push};
 use crate::store::{Receipt, RoomLog, Store, StoredMessage};
 
@@ -195,6 +198,8 @@ pub enum HubError {
     ShuttingDown,
     #[error("your session is no longer registered")]
     Gone,
+    #[error("not an operator")]
+    NotOperator,
 }
 
 /// What a successful join tells the joiner.
@@ -225,6 +230,12 @@ struct Member {
     outbox: Arc<Outbox>,
     /// Keys of the rooms this member is in.
     rooms: Vec<String>,
+    /// Where it connects from, for bans; `None` for members made in tests.
+    addr: Option<IpAddr>,
+    /// Gave the operator token.
+    operator: bool,
+    /// Wrong operator tokens given so far.
+    oper_failures: u32,
 }
 
 /// A nick ordered case-insensitively, without allocating to compare: the
@@ -352,6 +363,10 @@ pub struct Hub {
     held: Notify,
     limits: HubLimits,
     history: Option<History>,
+    /// The operator token (checked by the dispatcher, never here).
+    access: Arc<Access>,
+    /// Who may not connect; its own lock, never taken under the hub's.
+    bans: Arc<Bans>,
 }
 
 fn now_ms() -> u64 {
@@ -373,7 +388,24 @@ impl Hub {
             held: Notify::new(),
             limits,
             history,
+            access: Arc::default(),
+            bans: Arc::default(),
         }
+    }
+
+    /// This hub with the server's secrets and bans.
+    pub fn with_guard(mut self, access: Arc<Access>, bans: Arc<Bans>) -> Hub {
+        self.access = access;
+        self.bans = bans;
+        self
+    }
+
+    pub fn access(&self) -> &Access {
+        &self.access
+    }
+
+    pub fn bans(&self) -> &Bans {
+        &self.bans
     }
 
     /// A new room, numbered on from the store's log of it (read before the
@@ -484,6 +516,16 @@ impl Hub {
         outbox: Arc<Outbox>,
         greet: impl FnOnce(&Nick) -> Outgoing,
     ) -> Result<(MemberId, Nick), HubError> {
+        self.connect_from(outbox, None, greet)
+    }
+
+    /// [`Hub::connect`] for a connection from `addr`, which bans match.
+    pub fn connect_from(
+        &self,
+        outbox: Arc<Outbox>,
+        addr: Option<IpAddr>,
+        greet: impl FnOnce(&Nick) -> Outgoing,
+    ) -> Result<(MemberId, Nick), HubError> {
         let mut guard = self.lock();
         let st = &mut *guard;
         if st.shutting_down {
@@ -506,9 +548,100 @@ impl Hub {
                 nick: nick.clone(),
                 outbox,
                 rooms: Vec::new(),
+                addr,
+                operator: false,
+                oper_failures: 0,
             },
         );
         Ok((id, nick))
+    }
+
+    /// Makes a member an operator (its token was checked by the caller).
+    pub fn grant_operator(&self, id: MemberId) -> Result<Nick, HubError> {
+        let mut st = self.lock();
+        let member = st.members.get_mut(&id).ok_or(HubError::Gone)?;
+        member.operator = true;
+        info!(operator = %member.nick, action = "oper", "operator logged in");
+        Ok(member.nick.clone())
+    }
+
+    /// Counts a wrong operator token; returns how many there have been.
+    pub fn operator_refused(&self, id: MemberId) -> Result<u32, HubError> {
+        let mut st = self.lock();
+        let member = st.members.get_mut(&id).ok_or(HubError::Gone)?;
+        member.oper_failures += 1;
+        // Who and from where, never what was typed.
+        let peer = member.addr.map(|a| a.to_string()).unwrap_or_default();
+        warn!(nick = %member.nick, %peer, attempt = member.oper_failures, "wrong operator token");
+        Ok(member.oper_failures)
+    }
+
+    /// The operator's nick, or `NotOperator`.
+    fn operator(st: &State, id: MemberId) -> Result<Nick, HubError> {
+        let member = st.members.get(&id).ok_or(HubError::Gone)?;
+        if !member.operator {
+            return Err(HubError::NotOperator);
+        }
+        Ok(member.nick.clone())
+    }
+
+    /// Removes a member by nick on an operator's word: it is told why, and
+    /// its rooms see it kicked.
+    pub fn kick(&self, by: MemberId, nick: &str, reason: Option<&str>) -> Result<Nick, HubError> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let operator = Self::operator(st, by)?;
+        let target = *st
+            .nicks
+            .get(&nick.to_ascii_lowercase())
+            .ok_or_else(|| HubError::NoSuchNick(nick.to_string()))?;
+        let name = st.kick_member(target, &operator, reason);
+        self.settle(st);
+        info!(operator = %operator, action = "kick", target = %name, reason = reason.unwrap_or(""), "kicked");
+        Ok(name)
+    }
+
+    /// Kicks every member connected from an address `banned` matches, on
+    /// an operator's word; returns their nicks.
+    pub fn kick_where(
+        &self,
+        by: MemberId,
+        banned: impl Fn(IpAddr) -> bool,
+        reason: Option<&str>,
+    ) -> Result<Vec<Nick>, HubError> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let operator = Self::operator(st, by)?;
+        let targets: Vec<MemberId> = st
+            .members
+            .iter()
+            // Operators stay: banning one's own address by mistake must
+            // not lock out the one who can undo it.
+            .filter(|(_, m)| !m.operator && m.addr.is_some_and(&banned))
+            .map(|(id, _)| *id)
+            .collect();
+        let kicked = targets
+            .into_iter()
+            .map(|id| st.kick_member(id, &operator, reason))
+            .collect();
+        self.settle(st);
+        Ok(kicked)
+    }
+
+    /// The address a nick connects from, for an operator's ban.
+    pub fn address_of(&self, by: MemberId, nick: &str) -> Result<Option<IpAddr>, HubError> {
+        let st = self.lock();
+        Self::operator(&st, by)?;
+        let id = st
+            .nicks
+            .get(&nick.to_ascii_lowercase())
+            .ok_or_else(|| HubError::NoSuchNick(nick.to_string()))?;
+        Ok(st.members.get(id).and_then(|m| m.addr))
+    }
+
+    /// Checks that `id` is an operator, for actions outside the hub (bans).
+    pub fn check_operator(&self, id: MemberId) -> Result<Nick, HubError> {
+        Self::operator(&self.lock(), id)
     }
 
     /// The member's current nick.
@@ -1156,6 +1289,28 @@ impl State {
             reason,
         });
         self.announce(room_key, env);
+    }
+
+    /// Tells a member it is kicked, then removes it; its rooms see why.
+    fn kick_member(&mut self, id: MemberId, by: &Nick, reason: Option<&str>) -> Nick {
+        let Some(member) = self.members.get(&id) else {
+            return by.clone();
+        };
+        let nick = member.nick.clone();
+        let told = match reason {
+            Some(why) => format!("you were kicked by {by}: {why}"),
+            None => format!("you were kicked by {by}"),
+        };
+        let notice = Envelope::new(Event::Notice(told.into()));
+        member.outbox.push(Outgoing::Event(notice));
+        self.remove_member(
+            id,
+            LeaveReason::Kicked {
+                by: by.clone(),
+                reason: reason.map(Into::into),
+            },
+        );
+        nick
     }
 
     fn remove_member(&mut self, id: MemberId, reason: LeaveReason) {

@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod admission;
+pub mod bans;
 pub mod flood;
 pub mod hub;
 pub mod outbox;
@@ -32,6 +33,7 @@ use crate::config::{ConfigError, HistoryMode, ServerConfig};
 use crate::store::{self, Retention, Store, StoreError};
 use access::{Access, AccessError};
 use admission::{Admission, Admit, Refusal};
+use bans::Bans;
 use hub::{History, Hub, HubLimits};
 
 /// The notice every member receives when the server stops.
@@ -141,6 +143,7 @@ pub struct Server {
     hub: Arc<Hub>,
     store: Option<OpenStore>,
     access: Arc<Access>,
+    bans: Arc<Bans>,
 }
 
 impl Server {
@@ -165,7 +168,11 @@ impl Server {
             replay: config.history_replay,
             store_private: config.store_private,
         });
-        let hub = Arc::new(Hub::with_history(HubLimits::from_config(&config), history));
+        let bans = Arc::new(Bans::load(store.as_ref().map(|s| s.store.clone())));
+        let hub = Arc::new(
+            Hub::with_history(HubLimits::from_config(&config), history)
+                .with_guard(access.clone(), bans.clone()),
+        );
         Ok(Server {
             config: Arc::new(config),
             listeners,
@@ -173,6 +180,7 @@ impl Server {
             hub,
             store,
             access,
+            bans,
         })
     }
 
@@ -195,7 +203,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let stop = CancellationToken::new();
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-        let admission = Arc::new(Admission::new(&self.config));
+        let admission = Arc::new(Admission::new(&self.config, self.bans.clone()));
         let tls = self.tls.is_some();
         for listener in self.listeners {
             let addr = listener.local_addr().ok();

@@ -317,6 +317,22 @@ pub trait Store: Send + Sync + 'static {
 
     fn stats(&self) -> StoreStats;
 
+    /// The bans kept, for a server starting up. A store that keeps none
+    /// (memory) has none: bans then live only as long as the server.
+    fn load_bans(&self) -> Result<Vec<BanRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Keeps a ban (replacing one on the same target) across restarts.
+    fn save_ban(&self, _ban: &BanRecord) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Forgets the ban on `target`.
+    fn delete_ban(&self, _target: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// What a room that comes back to life needs from the store, for
     /// callers on the async runtime. A networked backend answers this
     /// natively; the default runs the blocking reads on tokio's blocking
@@ -347,6 +363,19 @@ pub trait Store: Send + Sync + 'static {
                 .unwrap_or(Err(StoreError::Closed))
         })
     }
+}
+
+/// A ban as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BanRecord {
+    /// An address or a CIDR block, as `/bans` shows it.
+    pub target: String,
+    pub reason: Option<String>,
+    /// When it ends, in milliseconds since the Unix epoch; `None`: never.
+    pub until_ms: Option<u64>,
+    /// The operator who set it.
+    pub by: String,
+    pub since_ms: u64,
 }
 
 /// A future a [`Store`] answers with.

@@ -35,14 +35,17 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use tokio::sync::oneshot;
 use tracing::{debug, error, warn};
 
-use super::{now_ms, Receipt, Retention, Store, StoreError, StoreStats, StoredMessage, MAX_PAGE};
+use super::{
+    now_ms, BanRecord, Receipt, Retention, Store, StoreError, StoreStats, StoredMessage, MAX_PAGE,
+};
 
 /// The schema version this code writes.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// `MIGRATIONS[v]` takes the schema from version `v` to `v + 1`; version 0 is
 /// an empty file.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE messages (
         room      TEXT    NOT NULL,
         seq       INTEGER NOT NULL,
@@ -59,7 +62,17 @@ const MIGRATIONS: &[&str] = &["
         name     TEXT    NOT NULL,
         last_seq INTEGER NOT NULL
     ) WITHOUT ROWID;
-"];
+",
+    "
+    CREATE TABLE bans (
+        target   TEXT    NOT NULL PRIMARY KEY,
+        reason   TEXT,
+        until_ms INTEGER,
+        by       TEXT    NOT NULL,
+        since_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+",
+];
 
 /// Most rows retention deletes in one transaction.
 pub const PRUNE_CHUNK: usize = 1000;
@@ -530,6 +543,57 @@ impl Store for SqliteStore {
                 error!(path = %self.path.display(), "the message store's writer thread panicked");
             }
         }
+    }
+
+    fn load_bans(&self) -> Result<Vec<BanRecord>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn
+            .prepare_cached("SELECT target, reason, until_ms, by, since_ms FROM bans")
+            .map_err(self.read_error())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(BanRecord {
+                    target: r.get(0)?,
+                    reason: r.get(1)?,
+                    until_ms: r.get::<_, Option<i64>>(2)?.map(to_u64),
+                    by: r.get(3)?,
+                    since_ms: to_u64(r.get(4)?),
+                })
+            })
+            .map_err(self.read_error())?;
+        rows.collect::<Result<_, _>>().map_err(self.read_error())
+    }
+
+    fn save_ban(&self, ban: &BanRecord) -> Result<(), StoreError> {
+        // The readers are query-only and the writer thread is for
+        // messages; a ban is rare enough for a connection of its own.
+        let conn = connect(&self.path)?;
+        conn.execute(
+            "INSERT OR REPLACE INTO bans (target, reason, until_ms, by, since_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![
+                ban.target,
+                ban.reason,
+                ban.until_ms.map(to_i64),
+                ban.by,
+                to_i64(ban.since_ms)
+            ],
+        )
+        .map(|_| ())
+        .map_err(|error| StoreError::Write {
+            path: self.path.clone(),
+            error: Arc::new(error),
+        })
+    }
+
+    fn delete_ban(&self, target: &str) -> Result<(), StoreError> {
+        let conn = connect(&self.path)?;
+        conn.execute("DELETE FROM bans WHERE target = ?1", [target])
+            .map(|_| ())
+            .map_err(|error| StoreError::Write {
+                path: self.path.clone(),
+                error: Arc::new(error),
+            })
     }
 
     fn stats(&self) -> StoreStats {

@@ -426,6 +426,7 @@ impl ChatView {
                 nick,
                 kind,
                 reason,
+                by,
             } => {
                 let room = clean(&room);
                 let nick = clean(&nick);
@@ -437,7 +438,10 @@ impl ChatView {
                         .retain(|m| !m.eq_ignore_ascii_case(&nick));
                 }
                 let reason = reason.map(|r| clean(&r)).filter(|r| !r.trim().is_empty());
-                let text = wording::left(&nick, &room, &kind, reason.as_deref());
+                let text = match by {
+                    Some(by) => wording::kicked(&nick, clean(&by), reason.as_deref()),
+                    None => wording::left(&nick, &room, &kind, reason.as_deref()),
+                };
                 self.push_line(now, Kind::Leave, Some(&room), &nick, &text);
             }
             ServerMsg::Renamed { old, new } => {
@@ -550,6 +554,15 @@ impl ChatView {
                 }
                 self.push_line(now, Kind::Info, None, "", &text);
             }
+            ServerMsg::Bans { bans, .. } => {
+                if bans.is_empty() {
+                    self.push_line(now, Kind::Info, None, "", "no bans");
+                }
+                for ban in &bans {
+                    let text = format!("ban: {}", clean(&wording::ban(ban)));
+                    self.push_line(now, Kind::Info, None, "", &text);
+                }
+            }
             ServerMsg::Ping { .. } | ServerMsg::Pong { .. } => {}
             ServerMsg::Bye { reason } => {
                 let text = format!("the server closed the connection: {}", clean(&reason));
@@ -608,6 +621,7 @@ mod tests {
                 nick: "carol".into(),
                 kind: LeaveKind::Quit,
                 reason: Some("bye".into()),
+                by: None,
             },
         );
         assert_eq!(v.members(), ["alice", "zed"]);

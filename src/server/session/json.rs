@@ -15,7 +15,7 @@ use tokio::io::AsyncWrite;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::request::{Dispatcher, Failure, Outcome, Reply};
+use super::request::{ban_info, Dispatcher, Failure, Outcome, Reply, CLOSED_FOR};
 use super::writer::Encoding;
 use super::{io_reason, refuse, register, Flow, Frames};
 use crate::config::ServerConfig;
@@ -37,6 +37,8 @@ fn code_of_failure(f: &Failure) -> ErrorCode {
         Failure::Hub(e) => code_of(e),
         Failure::EmptyText => ErrorCode::BadRequest,
         Failure::TooLong(_) => ErrorCode::LineTooLong,
+        Failure::AuthFailed(_) => ErrorCode::AuthFailed,
+        Failure::Invalid(_) => ErrorCode::BadRequest,
     }
 }
 
@@ -52,6 +54,7 @@ fn code_of(e: &HubError) -> ErrorCode {
         HubError::NoHistory => ErrorCode::NoHistory,
         HubError::HistoryUnreadable => ErrorCode::Other,
         HubError::ShuttingDown | HubError::Gone => ErrorCode::ShuttingDown,
+        HubError::NotOperator => ErrorCode::NotOperator,
     }
 }
 
@@ -82,7 +85,13 @@ fn answer_of(id: Option<String>, reply: Reply) -> Option<ServerMsg> {
     };
     match reply {
         Reply::Sent | Reply::Joined(_) | Reply::Parted | Reply::Renamed => ack(id),
-        Reply::Posted(_) | Reply::Quit(_) | Reply::Nothing => None,
+        Reply::Posted(_) | Reply::Quit(_) | Reply::Nothing | Reply::Close(_) => None,
+        // The text is for people; a program gets the ack.
+        Reply::Done(_) => ack(id),
+        Reply::Bans(bans) => Some(ServerMsg::Bans {
+            id,
+            bans: bans.iter().map(ban_info).collect(),
+        }),
         Reply::Rooms(rooms) => Some(ServerMsg::Rooms {
             id,
             rooms: rooms
@@ -209,6 +218,7 @@ pub(super) async fn serve<W>(
     };
     let member = match register(
         writer,
+        peer,
         &hub,
         &config,
         Encoding {
@@ -232,6 +242,7 @@ pub(super) async fn serve<W>(
         quit_reason: None,
         history_reads: Arc::default(),
         flood: None,
+        closing: None,
     };
     // Restore what the client asks for: its nick first, so the rooms see
     // it join under that name.
@@ -270,6 +281,8 @@ struct JsonSession {
     history_reads: Arc<AtomicUsize>,
     /// Flood control over every line; `None` when off.
     flood: Option<Flood>,
+    /// Set when the session must end for the reason given (a `Close`).
+    closing: Option<String>,
 }
 
 impl JsonSession {
@@ -359,6 +372,11 @@ impl JsonSession {
                     Ok(msg) => {
                         if let Flow::Quit = self.message(msg).await {
                             self.finish_pending().await;
+                            if let Some(why) = self.closing.take() {
+                                self.send(&ServerMsg::Bye { reason: why });
+                                self.leave(LeaveReason::Dropped(CLOSED_FOR.into()));
+                                return;
+                            }
                             self.send(&ServerMsg::Bye {
                                 reason: "goodbye".into(),
                             });
@@ -417,6 +435,16 @@ impl JsonSession {
             }
             Reply::Quit(reason) => {
                 self.quit_reason = reason;
+                return Flow::Quit;
+            }
+            Reply::Close(why) => {
+                self.send(&ServerMsg::Error {
+                    id,
+                    code: ErrorCode::AuthFailed,
+                    message: why.clone(),
+                    retry_after_ms: None,
+                });
+                self.closing = Some(why);
                 return Flow::Quit;
             }
             reply => {

@@ -159,6 +159,7 @@ struct Registered {
 /// client is returned instead: send it with [`Refused::send`].
 fn register<W>(
     writer: W,
+    peer: SocketAddr,
     hub: &Hub,
     config: &ServerConfig,
     encoding: Encoding,
@@ -169,7 +170,7 @@ where
     W: AsyncWrite + Send + Unpin + 'static,
 {
     let outbox = Outbox::new(config.max_sendq);
-    match hub.connect(outbox.clone(), greet) {
+    match hub.connect_from(outbox.clone(), Some(peer.ip()), greet) {
         Ok((id, nick)) => {
             let writer = tokio::spawn(write_loop(
                 writer,

@@ -13,14 +13,19 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::info;
 
 use futures::future::BoxFuture;
 
 use crate::event::ChatLine;
 use crate::names::{Nick, RoomName};
-use crate::proto::json::truncate;
+use crate::proto::json::{truncate, BanInfo};
 use crate::proto::request::Request;
 use crate::proto::sanitize;
+use crate::server::access::MAX_ATTEMPTS;
+use crate::server::bans::{self, Ban, Cidr};
 use crate::server::hub::{HistoryPage, Hub, HubError, Joined, MemberId, Posted};
 use crate::server::outbox::Outgoing;
 
@@ -43,6 +48,12 @@ pub(super) enum Reply {
     Nothing,
     /// The client asked to leave; the session says goodbye and leaves.
     Quit(Option<Arc<str>>),
+    /// Done; the text says what happened (operator actions).
+    Done(String),
+    /// The bans in force.
+    Bans(Vec<Ban>),
+    /// The session must end: the text says why (too many wrong tokens).
+    Close(String),
     Failed(Failure),
 }
 
@@ -54,6 +65,10 @@ pub(super) enum Failure {
     EmptyText,
     /// Chat text over the limit, in bytes.
     TooLong(usize),
+    /// A wrong (or no) operator token.
+    AuthFailed(String),
+    /// An argument that cannot be used; the text says why.
+    Invalid(String),
 }
 
 impl fmt::Display for Failure {
@@ -62,6 +77,7 @@ impl fmt::Display for Failure {
             Failure::Hub(e) => e.fmt(f),
             Failure::EmptyText => f.write_str("empty message"),
             Failure::TooLong(max) => write!(f, "message longer than {max} bytes"),
+            Failure::AuthFailed(why) | Failure::Invalid(why) => f.write_str(why),
         }
     }
 }
@@ -84,6 +100,19 @@ impl<T: Into<Reply>> From<Result<T, HubError>> for Reply {
 impl From<Joined> for Reply {
     fn from(joined: Joined) -> Self {
         Reply::Joined(joined)
+    }
+}
+
+/// What the rooms are told when a session ends on a [`Reply::Close`].
+pub(super) const CLOSED_FOR: &str = "too many wrong operator tokens";
+
+/// A ban as both protocols show it.
+pub(super) fn ban_info(ban: &Ban) -> BanInfo {
+    BanInfo {
+        target: ban.target.to_string(),
+        reason: ban.reason.clone(),
+        until: ban.until_ms,
+        by: ban.by.clone(),
     }
 }
 
@@ -204,8 +233,138 @@ impl<'a> Dispatcher<'a> {
                     .filter(|r| !r.trim().is_empty());
                 Reply::Quit(reason.map(Into::into))
             }
+            Request::Oper { token } => self.oper(&token.0),
+            Request::Kick { nick, reason } => {
+                let reason = self.reason(reason);
+                self.hub
+                    .kick(self.id, &nick, reason.as_deref())
+                    .map(|nick| Reply::Done(format!("{nick} was kicked")))
+                    .into()
+            }
+            Request::Ban {
+                target,
+                duration,
+                reason,
+            } => self.ban(&target, duration, self.reason(reason)),
+            Request::Unban { target } => self.unban(&target),
+            Request::Bans => match self.hub.check_operator(self.id) {
+                Ok(_) => Reply::Bans(self.hub.bans().list()),
+                Err(e) => Reply::Failed(Failure::Hub(e)),
+            },
         };
         Outcome::Now(reply)
+    }
+
+    /// A reason as others will read it: sanitised, bounded, not blank.
+    fn reason(&self, reason: Option<String>) -> Option<String> {
+        reason
+            .map(|r| truncate(&sanitize::clean(&r), self.max_text).to_string())
+            .filter(|r| !r.trim().is_empty())
+    }
+
+    /// Checks an operator token, with the password's rules: three wrong
+    /// ones end the session.
+    fn oper(&self, token: &str) -> Reply {
+        let Some(secret) = &self.hub.access().admin_token else {
+            return Reply::Failed(Failure::AuthFailed("this server has no operators".into()));
+        };
+        if secret.matches(token) {
+            return match self.hub.grant_operator(self.id) {
+                Ok(_) => Reply::Done("you are now an operator; /help lists what you can do".into()),
+                Err(e) => Reply::Failed(Failure::Hub(e)),
+            };
+        }
+        match self.hub.operator_refused(self.id) {
+            Ok(n) if n >= MAX_ATTEMPTS => Reply::Close("wrong operator token; disconnected".into()),
+            Ok(n) => Reply::Failed(Failure::AuthFailed(format!(
+                "wrong operator token (attempt {n} of {MAX_ATTEMPTS})"
+            ))),
+            Err(e) => Reply::Failed(Failure::Hub(e)),
+        }
+    }
+
+    /// Bans a nick's address, an address or a block, and kicks whoever
+    /// connects from it now. The ban is kept (perhaps on disk) outside the
+    /// hub's lock.
+    fn ban(&self, target: &str, duration: Option<Duration>, reason: Option<String>) -> Reply {
+        let operator = match self.hub.check_operator(self.id) {
+            Ok(nick) => nick,
+            Err(e) => return Reply::Failed(Failure::Hub(e)),
+        };
+        if duration.is_some_and(|d| d.is_zero()) {
+            return Reply::Failed(Failure::Invalid(
+                "the duration must read like 10m, 2h or 7d".into(),
+            ));
+        }
+        let cidr = match target.parse::<Cidr>() {
+            Ok(cidr) => cidr,
+            Err(not_an_address) => match self.hub.address_of(self.id, target) {
+                Ok(Some(ip)) => Cidr::host(ip),
+                Ok(None) => {
+                    return Reply::Failed(Failure::Invalid(format!(
+                        "{target} has no address to ban"
+                    )))
+                }
+                Err(HubError::NoSuchNick(_)) => {
+                    return Reply::Failed(Failure::Invalid(format!(
+                        "no one called {target} is connected, and {not_an_address}"
+                    )))
+                }
+                Err(e) => return Reply::Failed(Failure::Hub(e)),
+            },
+        };
+        let now = bans::now_ms();
+        let until_ms = duration.map(|d| now.saturating_add(d.as_millis() as u64));
+        let ban = Ban {
+            target: cidr,
+            reason: reason.clone(),
+            until_ms,
+            by: operator.to_string(),
+            since_ms: now,
+        };
+        let told = ban.message();
+        self.hub.bans().add(ban);
+        let kicked = match self
+            .hub
+            .kick_where(self.id, |ip| cidr.contains(ip), Some(&told))
+        {
+            Ok(kicked) => kicked,
+            Err(e) => return Reply::Failed(Failure::Hub(e)),
+        };
+        info!(
+            operator = %operator,
+            action = "ban",
+            target = %cidr,
+            until_ms,
+            reason = reason.as_deref().unwrap_or(""),
+            kicked = kicked.len(),
+            "banned"
+        );
+        let who: Vec<&str> = kicked.iter().map(|n| n.as_str()).collect();
+        let kicked = if who.is_empty() {
+            "no one was connected from there".to_string()
+        } else {
+            format!("kicked: {}", who.join(", "))
+        };
+        Reply::Done(format!("{cidr} {told}; {kicked}"))
+    }
+
+    fn unban(&self, target: &str) -> Reply {
+        let operator = match self.hub.check_operator(self.id) {
+            Ok(nick) => nick,
+            Err(e) => return Reply::Failed(Failure::Hub(e)),
+        };
+        let cidr = match target.parse::<Cidr>() {
+            Ok(cidr) => cidr,
+            Err(e) => return Reply::Failed(Failure::Invalid(e)),
+        };
+        if !self.hub.bans().remove(&cidr) {
+            return Reply::Failed(Failure::Invalid(format!(
+                "{cidr} is not banned; /bans lists the bans"
+            )));
+        }
+        info!(operator = %operator, action = "unban", target = %cidr, "unbanned");
+        Reply::Done(format!("{cidr} is no longer banned"))
     }
 
     /// Sanitises chat text and enforces the length limit.

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, info};
 
-use super::request::{Dispatcher, Failure, Outcome, Reply};
+use super::request::{ban_info, Dispatcher, Failure, Outcome, Reply, CLOSED_FOR};
 use super::writer::Encoding;
 use super::{io_reason, register, Frames, Stream};
 use crate::config::ServerConfig;
@@ -30,9 +30,10 @@ use crate::event::{ChatLine, Event, Format, LeaveReason};
 use crate::names::{key_of, RoomName};
 use crate::proto::json;
 use crate::proto::line::Frame;
-use crate::proto::request::Request;
+use crate::proto::request::{Request, Token};
 use crate::proto::sanitize;
 use crate::proto::text::{self, Command, Input};
+use crate::proto::wording;
 use crate::server::flood::{Flood, Verdict};
 use crate::server::hub::{Hub, HubError, Joined, MemberId};
 use crate::server::outbox::{Outbox, Outgoing};
@@ -62,7 +63,7 @@ pub(super) fn serve(
         format: Format::Text,
         encode: text::render,
     };
-    let member = match register(writer, &hub, &config, encoding, welcome, refusal) {
+    let member = match register(writer, peer, &hub, &config, encoding, welcome, refusal) {
         Ok(member) => member,
         Err(refused) => return Box::pin(refused.send()),
     };
@@ -366,6 +367,26 @@ impl TextSession {
             Command::Quit(reason) => Request::Quit {
                 reason: reason.map(Into::into),
             },
+            Command::Oper(token) => Request::Oper {
+                token: Token(token.to_string()),
+            },
+            Command::Kick { nick, reason } => Request::Kick {
+                nick: nick.to_string(),
+                reason: reason.map(Into::into),
+            },
+            Command::Ban {
+                target,
+                duration,
+                reason,
+            } => Request::Ban {
+                target: target.to_string(),
+                duration,
+                reason: reason.map(Into::into),
+            },
+            Command::Unban(target) => Request::Unban {
+                target: target.to_string(),
+            },
+            Command::Bans => Request::Bans,
             Command::Usage(usage) => {
                 self.error(&format!("usage: {usage}"));
                 return Step::Continue;
@@ -427,6 +448,18 @@ impl TextSession {
             Reply::Quit(reason) => {
                 self.notice("goodbye");
                 self.leave(LeaveReason::Quit(reason));
+                return Step::Quit;
+            }
+            Reply::Done(text) => self.notice(&text),
+            Reply::Bans(bans) if bans.is_empty() => self.notice("no bans"),
+            Reply::Bans(bans) => {
+                for ban in &bans {
+                    self.notice(&format!("ban: {}", wording::ban(&ban_info(ban))));
+                }
+            }
+            Reply::Close(why) => {
+                self.error(&why);
+                self.leave(LeaveReason::Dropped(CLOSED_FOR.into()));
                 return Step::Quit;
             }
             // Going away anyway; nothing to add.
