@@ -364,3 +364,66 @@ async fn a_late_joiner_sees_the_replay_and_scrolls_back_to_the_beginning() {
         .await;
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_password_is_asked_for_without_echo() {
+    let Some(tmux) = Tmux::new() else {
+        assert!(std::env::var_os("CI").is_none(), "tmux is required in CI");
+        eprintln!("SKIPPED: tmux is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    std::fs::write(&file, "sesame 42\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let srv = TestServer::with(ServerConfig {
+        password_file: Some(file),
+        ..ServerConfig::default()
+    })
+    .await;
+    let bin = env!("CARGO_BIN_EXE_rchat");
+    let cmd = format!(
+        "env TERM=xterm-256color RCHAT_KNOWN_HOSTS={} {bin} connect {} --nick pat",
+        dir.path().join("known_hosts").display(),
+        srv.addr
+    );
+    tokio::task::block_in_place(|| {
+        tmux.start("pat", &cmd);
+        tmux.wait_screen("pat", "the prompt", |s| s.contains("password for"));
+        // A wrong one first: asked again, with the server's reason.
+        tmux.type_text("pat", "guess");
+        tmux.keys("pat", &["Enter"]);
+        tmux.wait_screen("pat", "the second prompt", |s| {
+            s.contains("wrong password") && s.matches("password for").count() >= 2
+        });
+        tmux.type_text("pat", "sesame 42");
+        let typed = tmux.screen("pat");
+        assert!(
+            !typed.contains("sesame"),
+            "the password was echoed:\n{typed}"
+        );
+        tmux.keys("pat", &["Enter"]);
+        tmux.wait_screen("pat", "the chat screen", |s| {
+            s.contains("pat") && s.contains("lobby") && !s.contains("password for")
+        });
+    });
+    let mut watcher = common::Client::connect(srv.addr).await;
+    watcher.line().await; // the server's password prompt
+    watcher.send("/pass sesame 42").await;
+    watcher.greeted().await;
+    watcher.send("/who").await;
+    watcher
+        .wait_for("pat in the lobby", |l| {
+            l.starts_with("* lobby (2): ") && l.contains("pat")
+        })
+        .await;
+    tokio::task::block_in_place(|| {
+        tmux.keys("pat", &["C-c"]);
+        tmux.wait_exit("pat");
+    });
+    srv.stop().await;
+}

@@ -78,15 +78,20 @@ pub async fn run(cfg: ConnectConfig) -> Result<i32, AppError> {
         None
     };
     let tls_on = tls.is_some();
-    let (handle, updates) = conn::start(Options {
+    let mut options = Options {
         addr: cfg.addr.clone(),
         nick: cfg.nick.clone(),
         room: cfg.room.clone(),
         tls,
         reconnect: cfg.reconnect,
         password: cfg.password.clone(),
-    });
+    };
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let (handle, updates) = if interactive && options.password.is_none() {
+        first_contact(&mut options).await?
+    } else {
+        conn::start(options)
+    };
     if interactive && !cfg.plain {
         let view = crate::client::view::ChatView::new(&cfg.addr, tls_on);
         crate::client::tui::run(handle, updates, view).await?;
@@ -100,6 +105,107 @@ pub async fn run(cfg: ConnectConfig) -> Result<i32, AppError> {
 
 /// Decides whom to trust, asking the user on first use when it can, and
 /// returns the TLS settings to connect with.
+/// Connects, asking for the password without echo when the server wants
+/// one, before the screen is taken over; up to three tries. The updates
+/// seen meanwhile are handed on, so the interface misses none.
+async fn first_contact(
+    options: &mut Options,
+) -> Result<(conn::Handle, tokio::sync::mpsc::Receiver<conn::Update>), AppError> {
+    use conn::{Status, Update};
+    let mut asked = 0;
+    loop {
+        let (handle, mut updates) = conn::start(options.clone());
+        let mut early = Vec::new();
+        let refused = loop {
+            match updates.recv().await {
+                Some(u @ Update::Status(Status::Connecting { .. })) => early.push(u),
+                Some(Update::Status(Status::Lost {
+                    reason,
+                    retry_in: None,
+                })) if reason.contains(crate::proto::json::PASSWORD_NEEDED)
+                    || (asked > 0 && reason.contains("wrong password")) =>
+                {
+                    break Some(reason);
+                }
+                Some(u) => {
+                    early.push(u);
+                    break None;
+                }
+                None => break None,
+            }
+        };
+        match refused {
+            Some(reason) if asked < crate::client::conn::PASSWORD_TRIES => {
+                if asked > 0 {
+                    eprintln!("rchat: {reason}");
+                }
+                asked += 1;
+                let addr = options.addr.clone();
+                let typed = tokio::task::spawn_blocking(move || read_hidden(&addr))
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string()))??;
+                options.password = Some(conn::Password(typed));
+            }
+            Some(reason) => {
+                return Err(AppError::Io(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    reason,
+                )))
+            }
+            None => {
+                // Hand on what was read, then everything after it.
+                let (tx, rx) = tokio::sync::mpsc::channel(1024);
+                tokio::spawn(async move {
+                    for u in early {
+                        if tx.send(u).await.is_err() {
+                            return;
+                        }
+                    }
+                    while let Some(u) = updates.recv().await {
+                        if tx.send(u).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                return Ok((handle, rx));
+            }
+        }
+    }
+}
+
+/// Reads a line from the terminal without showing it.
+fn read_hidden(addr: &str) -> std::io::Result<String> {
+    use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+    use std::io::Write;
+    eprint!("password for {addr}: ");
+    std::io::stderr().flush()?;
+    crossterm::terminal::enable_raw_mode()?;
+    let mut typed = String::new();
+    let result = loop {
+        match event::read() {
+            Ok(Event::Key(key)) if key.kind != KeyEventKind::Release => match key.code {
+                KeyCode::Enter => break Ok(()),
+                KeyCode::Backspace => {
+                    typed.pop();
+                }
+                KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => {
+                    break Err(std::io::Error::new(
+                        std::io::ErrorKind::Interrupted,
+                        "no password given",
+                    ))
+                }
+                KeyCode::Char(c) => typed.push(c),
+                _ => {}
+            },
+            Ok(_) => {}
+            Err(e) => break Err(e),
+        }
+    };
+    let _ = crossterm::terminal::disable_raw_mode();
+    eprintln!();
+    result.map(|()| typed)
+}
+
 async fn settle_trust(cfg: &ConnectConfig) -> Result<Arc<rustls::ClientConfig>, AppError> {
     let mode = if cfg.insecure {
         eprintln!("{}", trust::insecure_warning());

@@ -34,6 +34,9 @@ pub struct Options {
     pub password: Option<Password>,
 }
 
+/// Passwords typed at the prompt before giving up.
+pub const PASSWORD_TRIES: u32 = 3;
+
 /// A password, kept out of `Debug` output and so out of every log.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Password(pub String);
@@ -336,6 +339,16 @@ async fn connect_inner(
     match first {
         Some(Ok(line)) => match wire::decode_server(line.as_bytes()) {
             Ok(welcome @ ServerMsg::Welcome { .. }) => Ok((lines, writer, welcome)),
+            Ok(ServerMsg::Error {
+                code: ErrorCode::AuthFailed,
+                message,
+                ..
+            }) if message.starts_with(wire::PASSWORD_NEEDED) => {
+                Err(ConnError::AuthFailed(format!(
+                    "{}; give it with --password-file FILE, or run in a terminal to be asked",
+                    wire::PASSWORD_NEEDED
+                )))
+            }
             Ok(ServerMsg::Error {
                 code: ErrorCode::AuthFailed,
                 message,

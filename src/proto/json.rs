@@ -44,6 +44,10 @@ impl ClientMsg {
 /// Protocol name carried in the hello, so a stray JSON line is not taken as
 /// a request to switch protocols.
 pub const PROTO_NAME: &str = "rchat";
+/// How a server that wants a password says so to a hello without one, so
+/// that a client can ask its user.
+pub const PASSWORD_NEEDED: &str = "this server needs a password";
+
 /// Protocol version this build speaks.
 pub const VERSION: u32 = 1;
 

@@ -182,15 +182,18 @@ pub(super) async fn serve<W>(
             Some(_) => {
                 // The address only: never what was sent.
                 warn!(%peer, "wrong password");
-                Some("wrong password")
+                Some("wrong password".to_string())
             }
-            None => Some("this server needs a password: send it in the hello's \"password\""),
+            None => Some(format!(
+                "{}: send it in the hello's \"password\"",
+                wire::PASSWORD_NEEDED
+            )),
         };
         if let Some(message) = message {
             let err = wire::encode(&ServerMsg::Error {
                 id: None,
                 code: ErrorCode::AuthFailed,
-                message: message.into(),
+                message,
                 retry_after_ms: None,
             });
             refuse(&mut writer, &err, config.close_timeout()).await;
