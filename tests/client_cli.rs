@@ -292,3 +292,49 @@ async fn line_mode_prints_the_replay_and_answers_history() {
     assert!(!stdout.contains("numbered line 03"), "{stdout}");
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_mode_passes_operator_commands_through_and_shows_kicks() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken-line-mode\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let srv = TestServer::with(ServerConfig {
+        admin_token_file: Some(token),
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut bob = srv.named("bob").await;
+    let addr = srv.addr.to_string();
+    let kh = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking({
+        let kh = kh.path().join("known_hosts");
+        move || {
+            connect(
+                &[&addr, "--nick", "op"],
+                "/oper t0ken-line-mode\n/kick bob spamming\n/bans\n",
+                &kh,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stdout.contains("* bob was kicked by op: spamming"),
+        "stdout: {stdout}"
+    );
+    assert!(stdout.contains("* no bans"), "stdout: {stdout}");
+    let seen = bob.until_eof().await;
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("* you were kicked by op: spamming"),
+        "{seen:?}"
+    );
+    srv.stop().await;
+}
