@@ -93,6 +93,10 @@ struct GenCertArgs {
     /// [default: localhost, 127.0.0.1, ::1]
     #[arg(long = "name", value_name = "HOST")]
     names: Vec<String>,
+    /// Days the certificate is valid, from now.
+    #[arg(long, value_name = "N", default_value_t = cert::DEFAULT_DAYS,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(cert::MAX_DAYS)))]
+    days: u32,
     /// Overwrite existing files.
     #[arg(long)]
     force: bool,
@@ -210,11 +214,18 @@ fn gen_cert(args: GenCertArgs) -> anyhow::Result<u8> {
     } else {
         args.names
     };
-    let generated = cert::self_signed(&names)?;
+    let generated = cert::self_signed(&names, args.days)?;
     cert::write_pair(&args.out_dir, &generated, args.force)?;
     let (cert_path, key_path) = cert::pem_paths(&args.out_dir);
     println!("wrote {} and {}", cert_path.display(), key_path.display());
     println!("valid for: {}", names.join(", "));
+    if let Some(info) = cert::info(&generated.cert_der) {
+        println!(
+            "expires: {} UTC ({} days)",
+            rchat::clock::date_time(info.not_after.max(0) as u64 * 1000),
+            args.days
+        );
+    }
     println!(
         "SHA-256 fingerprint: {}",
         cert::fingerprint(&generated.cert_der)

@@ -247,3 +247,59 @@ fn print_config_round_trips_through_config() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("max-line"));
 }
+
+/// `gen-cert --days` bounds the certificate; `serve` logs its fingerprint
+/// and warns when it expires within 30 days.
+#[test]
+fn serve_logs_the_certificate_and_warns_before_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = rchat()
+        .args([
+            "gen-cert",
+            "--days",
+            "10",
+            "--name",
+            "chat.test",
+            "--out-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("expires: ") && printed.contains("(10 days)"),
+        "{printed}"
+    );
+    let certs = rchat::cert::load_certs(&dir.path().join("cert.pem")).unwrap();
+    let fp = rchat::cert::fingerprint(certs[0].as_ref());
+    let info = rchat::cert::info(certs[0].as_ref()).unwrap();
+    assert_eq!(info.common_name.as_deref(), Some("chat.test"));
+
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--history", "off"];
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    args.extend_from_slice(&["--tls-cert", cert, "--tls-key", key]);
+    let (_child, mut stderr) = spawn(&args);
+    let mut log = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "exited: {log}");
+        log.push_str(&line);
+        if line.contains("listening on") {
+            break;
+        }
+    }
+    assert!(
+        log.contains("WARN") && log.contains("expires in") && log.contains(&fp),
+        "{log}"
+    );
+
+    let out = rchat()
+        .args(["gen-cert", "--days", "0", "--out-dir"])
+        .arg(dir.path().join("other"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "zero days refused");
+}

@@ -153,7 +153,11 @@ impl Server {
         config.validate()?;
         let access = Arc::new(Access::load(&config)?);
         let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            (Some(cert), Some(key)) => {
+                let acceptor = tls::acceptor(cert, key)?;
+                log_certificate(cert);
+                Some(acceptor)
+            }
             _ => None,
         };
         let mut listeners = Vec::new();
@@ -262,6 +266,35 @@ impl Server {
             }
         }
         info!("stopped");
+    }
+}
+
+/// Days before a certificate's expiry from which `rchat serve` warns.
+const EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// Logs the served certificate's fingerprint (what users compare when they
+/// first connect) and expiry, loudly when it is near or past.
+fn log_certificate(path: &std::path::Path) {
+    let Some(der) = crate::cert::load_certs(path)
+        .ok()
+        .and_then(|certs| certs.into_iter().next())
+    else {
+        return;
+    };
+    let fingerprint = crate::cert::fingerprint(der.as_ref());
+    let Some(info) = crate::cert::info(der.as_ref()) else {
+        info!(%fingerprint, "TLS certificate (expiry unreadable)");
+        return;
+    };
+    let expires = crate::clock::date_time(info.not_after.max(0) as u64 * 1000);
+    let now = crate::server::bans::now_ms() as i64 / 1000;
+    let days_left = (info.not_after - now).div_euclid(86_400);
+    if info.not_after <= now {
+        error!(%fingerprint, %expires, "the TLS certificate EXPIRED on {expires} UTC; clients will refuse it; make a new one (rchat gen-cert)");
+    } else if days_left < EXPIRY_WARNING_DAYS {
+        warn!(%fingerprint, %expires, days_left, "the TLS certificate expires in {days_left} days ({expires} UTC); renew it soon");
+    } else {
+        info!(%fingerprint, %expires, days_left, "TLS certificate {fingerprint}, valid until {expires} UTC");
     }
 }
 

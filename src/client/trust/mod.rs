@@ -377,7 +377,7 @@ mod tests {
 
     fn self_signed() -> Pem {
         let names: Vec<String> = cert::DEFAULT_NAMES.iter().map(|s| s.to_string()).collect();
-        let c = cert::self_signed(&names).unwrap();
+        let c = cert::self_signed(&names, cert::DEFAULT_DAYS).unwrap();
         write_pem(&c.cert_pem, &c.key_pem, &c.cert_der)
     }
 
