@@ -338,3 +338,74 @@ async fn line_mode_passes_operator_commands_through_and_shows_kicks() {
     );
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_nick_sends_nothing_under_another_name() {
+    let srv = TestServer::start().await;
+    let mut alice = srv.named("alice").await;
+    let addr = srv.addr.to_string();
+    let kh = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking({
+        let kh = kh.path().join("known_hosts");
+        move || connect(&[&addr, "--nick", "ALICE"], "hello as someone else\n", &kh)
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stdout.contains("the nick ALICE is already in use") && stdout.contains("nothing was sent"),
+        "stdout: {stdout}"
+    );
+    // The line never reached the room under a guest name.
+    let seen = alice
+        .wait_for("the guest leaving", |l| {
+            l.contains("hello")
+                || (l.starts_with("* guest") && (l.contains(" quit") || l.contains("disconnected")))
+        })
+        .await;
+    assert!(!seen.contains("hello"), "{seen}");
+    alice.expect_nothing_pending().await;
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_mismatch_says_which_flag_to_use() {
+    let certs = tempfile::tempdir().unwrap();
+    gen_cert(certs.path());
+    let tls_srv = TestServer::with(ServerConfig {
+        tls_cert: Some(certs.path().join("cert.pem")),
+        tls_key: Some(certs.path().join("key.pem")),
+        ..ServerConfig::default()
+    })
+    .await;
+    let plain_srv = TestServer::start().await;
+    let kh = tempfile::tempdir().unwrap();
+    let (tls_addr, plain_addr) = (tls_srv.addr.to_string(), plain_srv.addr.to_string());
+    let (without, with) = tokio::task::spawn_blocking({
+        let kh = kh.path().join("known_hosts");
+        move || {
+            (
+                connect(&[&tls_addr], "", &kh),
+                connect(&[&plain_addr, "--tls", "--insecure"], "", &kh),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let (out, err) = text(&without);
+    assert!(!without.status.success());
+    assert!(format!("{out}{err}").contains("--tls"), "{out}{err}");
+    assert!(
+        !format!("{out}{err}").contains("is it an rchat server"),
+        "{out}{err}"
+    );
+    let (out, err) = text(&with);
+    assert!(!with.status.success());
+    assert!(
+        format!("{out}{err}").contains("does not speak TLS; connect without --tls"),
+        "{out}{err}"
+    );
+    tls_srv.stop().await;
+    plain_srv.stop().await;
+}

@@ -99,7 +99,11 @@ pub async fn run(cfg: ConnectConfig) -> Result<i32, AppError> {
     } else {
         let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         let stdin = tokio::io::BufReader::new(tokio::io::stdin());
-        Ok(plain::run(handle, updates, stdin, std::io::stdout(), Printer { color }).await)
+        let printer = Printer {
+            color,
+            nick_required: cfg.nick.is_some(),
+        };
+        Ok(plain::run(handle, updates, stdin, std::io::stdout(), printer).await)
     }
 }
 

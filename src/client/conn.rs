@@ -112,6 +112,14 @@ pub enum ConnError {
     ServerName(String),
     #[error("the server did not answer the JSON hello (is it an rchat server?)")]
     NoWelcome,
+    #[error("{0} answered with TLS: it is a TLS port; connect with --tls")]
+    SpeaksTls(String),
+    #[error(
+        "{0} closed the connection right after the hello; if it is a TLS port, connect with --tls"
+    )]
+    ClosedAfterHello(String),
+    #[error("{0} does not speak TLS; connect without --tls")]
+    NotTls(String),
     #[error("the server refused the connection: {0}")]
     Refused(String),
     /// Trying again with the same password cannot help: never retried.
@@ -242,8 +250,11 @@ async fn run(
                     End::Lost(reason) => reason,
                 }
             }
-            Err(e @ ConnError::AuthFailed(_)) => {
-                // Not a reconnect loop: the same password fails again.
+            Err(
+                e @ (ConnError::AuthFailed(_) | ConnError::SpeaksTls(_) | ConnError::NotTls(_)),
+            ) => {
+                // Not a reconnect loop: the same password (or the same
+                // mistake about TLS) fails again.
                 let _ = updates
                     .send(Update::Status(Status::Lost {
                         reason: e.to_string(),
@@ -308,31 +319,52 @@ async fn connect_inner(
             cause,
         })?;
     let _ = tcp.set_nodelay(true);
-    let stream: Box<dyn Stream> = match &opts.tls {
-        None => Box::new(tcp),
-        Some(config) => {
-            let name = server_name(&opts.addr)?;
-            let tls = TlsConnector::from(config.clone())
-                .connect(name, tcp)
-                .await
-                .map_err(|cause| ConnError::Tls {
-                    addr: opts.addr.clone(),
-                    cause,
-                })?;
-            Box::new(tls)
-        }
-    };
-    let (reader, mut writer) = tokio::io::split(stream);
-    let mut lines = FramedRead::new(reader, LinesCodec::new_with_max_length(MAX_SERVER_LINE));
-    let hello = ClientMsg::Hello {
+    let hello = wire::encode(&ClientMsg::Hello {
         proto: wire::PROTO_NAME.to_string(),
         version: wire::VERSION,
         nick: me.wanted.clone(),
         rooms: (!me.rooms.is_empty()).then(|| me.rooms.clone()),
         password: opts.password.as_ref().map(|p| p.0.clone()),
+    });
+    let stream: Box<dyn Stream> = match &opts.tls {
+        None => {
+            let mut tcp = tcp;
+            tcp.write_all(&hello).await?;
+            tcp.flush().await?;
+            // A TLS port answers a plaintext hello with a TLS record (or
+            // just closes): say so rather than "no welcome".
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(WELCOME_TIMEOUT, tcp.peek(&mut first)).await {
+                Ok(Ok(0)) => return Err(ConnError::ClosedAfterHello(opts.addr.clone())),
+                Ok(Ok(_)) if is_tls_record(first[0]) => {
+                    return Err(ConnError::SpeaksTls(opts.addr.clone()))
+                }
+                _ => {}
+            }
+            Box::new(tcp)
+        }
+        Some(config) => {
+            let name = server_name(&opts.addr)?;
+            let mut tls = TlsConnector::from(config.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|cause| {
+                    if is_not_tls(&cause) {
+                        ConnError::NotTls(opts.addr.clone())
+                    } else {
+                        ConnError::Tls {
+                            addr: opts.addr.clone(),
+                            cause,
+                        }
+                    }
+                })?;
+            tls.write_all(&hello).await?;
+            tls.flush().await?;
+            Box::new(tls)
+        }
     };
-    writer.write_all(&wire::encode(&hello)).await?;
-    writer.flush().await?;
+    let (reader, writer) = tokio::io::split(stream);
+    let mut lines = FramedRead::new(reader, LinesCodec::new_with_max_length(MAX_SERVER_LINE));
     let first = tokio::time::timeout(WELCOME_TIMEOUT, lines.next())
         .await
         .map_err(|_| ConnError::NoWelcome)?;
@@ -367,6 +399,19 @@ async fn connect_inner(
         },
         Some(Err(_)) | None => Err(ConnError::NoWelcome),
     }
+}
+
+/// Whether a byte starts a TLS record (alert or handshake): what a TLS
+/// server sends to a client that spoke plaintext to it.
+fn is_tls_record(first: u8) -> bool {
+    first == 0x15 || first == 0x16
+}
+
+/// Whether a failed TLS handshake means the server does not speak TLS at
+/// all (it answered with something that is no TLS record).
+fn is_not_tls(e: &std::io::Error) -> bool {
+    let text = e.to_string();
+    text.contains("InvalidContentType") || text.contains("corrupt message")
 }
 
 /// The TLS server name for `host:port` (`[v6]:port` too).

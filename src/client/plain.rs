@@ -18,7 +18,7 @@ use crate::client::conn::{Handle, Status, Update};
 use crate::client::input::{self, Action};
 use crate::client::view::now_ms;
 use crate::clock;
-use crate::proto::json::{ClientMsg, HistoryEntry, ServerMsg};
+use crate::proto::json::{ClientMsg, ErrorCode, HistoryEntry, ServerMsg};
 use crate::proto::sanitize::clean;
 use crate::proto::text::HELP;
 use crate::proto::wording;
@@ -29,6 +29,9 @@ const PALETTE: &[u8] = &[31, 32, 33, 34, 35, 36, 91, 92, 93, 94, 95, 96];
 /// Formats events for a terminal or a pipe.
 pub struct Printer {
     pub color: bool,
+    /// The user asked for a nick (`--nick`): if the server refuses it,
+    /// nothing is sent under another name.
+    pub nick_required: bool,
 }
 
 impl Printer {
@@ -316,6 +319,22 @@ where
                                 max_text = *m;
                                 settled = false;
                             }
+                            ServerMsg::Error {
+                                id: None,
+                                code: ErrorCode::NickInUse | ErrorCode::InvalidName,
+                                message,
+                                ..
+                            } if printer.nick_required => {
+                                // Never speak under a name the user did not
+                                // choose: say so, send nothing, leave.
+                                let _ = writeln!(
+                                    out,
+                                    "* error: {}; nothing was sent (choose another with --nick)",
+                                    clean(message)
+                                );
+                                let _ = handle.send(ClientMsg::Quit { reason: None }).await;
+                                return 1;
+                            }
                             ServerMsg::Error { id: None, .. } => {
                                 settled = true;
                                 failed = true;
@@ -424,7 +443,10 @@ mod tests {
 
     #[test]
     fn lines_are_sanitised_and_plain_without_colour() {
-        let p = Printer { color: false };
+        let p = Printer {
+            color: false,
+            nick_required: false,
+        };
         let msg = ServerMsg::Message {
             room: "lobby".into(),
             seq: 1,
@@ -449,7 +471,10 @@ mod tests {
 
     #[test]
     fn colour_is_stable_per_nick() {
-        let p = Printer { color: true };
+        let p = Printer {
+            color: true,
+            nick_required: false,
+        };
         assert_eq!(p.nick("bob"), p.nick("bob"));
         assert!(p.nick("bob").starts_with("\x1b["));
     }
@@ -466,7 +491,10 @@ mod tests {
 
     #[test]
     fn history_is_a_block_with_dates_for_other_days() {
-        let p = Printer { color: false };
+        let p = Printer {
+            color: false,
+            nick_required: false,
+        };
         // 2026-11-24 11:02:13.5 UTC
         let t = 1_795_518_133_500;
         let replay = ServerMsg::History {
