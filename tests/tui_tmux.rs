@@ -427,3 +427,49 @@ async fn a_server_password_is_asked_for_without_echo() {
     });
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_nick_stays_on_screen_until_another_is_chosen() {
+    let Some(tmux) = Tmux::new() else {
+        assert!(std::env::var_os("CI").is_none(), "tmux is required in CI");
+        eprintln!("SKIPPED: tmux is not installed");
+        return;
+    };
+    let srv = TestServer::with(ServerConfig {
+        history: HistoryMode::Memory,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut alice = srv.named("alice").await;
+    // Enough history that the replay would push a plain error line away.
+    for i in 0..40 {
+        alice.send(&format!("backlog line {i}")).await;
+    }
+    alice.expect_nothing_pending().await;
+    let kh = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_rchat");
+    let cmd = format!(
+        "env TERM=xterm-256color RCHAT_KNOWN_HOSTS={} {bin} connect {} --nick alice",
+        kh.path().join("known_hosts").display(),
+        srv.addr
+    );
+    tokio::task::block_in_place(|| {
+        tmux.start("imposter", &cmd);
+        let screen = tmux.wait_screen("imposter", "the replay and the alert", |s| {
+            s.contains("backlog line 39") && s.contains("already in use")
+        });
+        let alert = line_with(&screen, "already in use").unwrap();
+        assert!(alert.contains("choose a nick with /nick"), "{alert}");
+        tmux.type_text("imposter", "/nick alice2");
+        tmux.keys("imposter", &["Enter"]);
+        tmux.wait_screen("imposter", "the alert gone", |s| {
+            !s.contains("already in use") && s.contains("alice2")
+        });
+        tmux.keys("imposter", &["C-c"]);
+        tmux.wait_exit("imposter");
+    });
+    alice
+        .wait_for("the rename", |l| l.ends_with("is now known as alice2"))
+        .await;
+    srv.stop().await;
+}

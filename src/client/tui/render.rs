@@ -152,12 +152,24 @@ fn member_panel_width(view: &ChatView, total: u16) -> u16 {
 /// newest), the member panel, the status bar and the input line.
 pub fn draw(frame: &mut Frame, view: &ChatView, input: &InputLine, scroll: usize) -> Drawn {
     let area = frame.area();
-    let [body, status, input_area] = Layout::vertical([
+    let alert_rows = u16::from(view.alert().is_some());
+    let [body, alert, status, input_area] = Layout::vertical([
         Constraint::Min(1),
+        Constraint::Length(alert_rows),
         Constraint::Length(1),
         Constraint::Length(1),
     ])
     .areas(area);
+    if let Some(text) = view.alert() {
+        let style = ratatui::style::Style::new()
+            .fg(Color::White)
+            .bg(Color::Red)
+            .add_modifier(Modifier::BOLD);
+        frame.render_widget(
+            Paragraph::new(TextLine::from(Span::styled(format!(" ! {text}"), style))).style(style),
+            alert,
+        );
+    }
     let panel_w = member_panel_width(view, body.width);
     let [messages, panel] =
         Layout::horizontal([Constraint::Min(1), Constraint::Length(panel_w)]).areas(body);

@@ -78,6 +78,9 @@ pub struct ChatView {
     seqs: HashMap<String, BTreeSet<u64>>,
     /// `part` requests waiting for their acknowledgement: id → room.
     parts: HashMap<String, String>,
+    /// Something the user must act on, shown apart from the scrollback so
+    /// that nothing scrolls it away (the nick asked for was refused).
+    alert: Option<String>,
     clock: fn() -> u64,
 }
 
@@ -138,6 +141,7 @@ impl ChatView {
             pushed: 0,
             seqs: HashMap::new(),
             parts: HashMap::new(),
+            alert: None,
             clock: now_ms,
         }
     }
@@ -161,6 +165,11 @@ impl ChatView {
     }
 
     /// My nick, empty before the welcome.
+    /// What the user must act on, if anything.
+    pub fn alert(&self) -> Option<&str> {
+        self.alert.as_deref()
+    }
+
     pub fn nick(&self) -> &str {
         &self.nick
     }
@@ -466,6 +475,7 @@ impl ChatView {
                     }
                 }
                 if mine {
+                    self.alert = None;
                     self.nick = new.clone();
                     self.push_line(
                         now,
@@ -515,6 +525,15 @@ impl ChatView {
                     for room in &mut self.rooms {
                         room.history.unavailable = true;
                     }
+                }
+                // The nick of the hello refused: the user is a guest now
+                // and must know it before saying anything.
+                if id.is_none() && matches!(code, ErrorCode::NickInUse | ErrorCode::InvalidName) {
+                    self.alert = Some(format!(
+                        "{} - you are {} for now; choose a nick with /nick NAME",
+                        clean(&message),
+                        self.nick
+                    ));
                 }
                 if let Some(id) = &id {
                     self.parts.remove(id);
