@@ -1344,6 +1344,10 @@ impl State {
 }
 
 #[cfg(test)]
+#[path = "hub_model.rs"]
+mod model;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::event::Format;
