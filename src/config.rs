@@ -389,10 +389,15 @@ impl ServerConfig {
             path: path.to_owned(),
             cause,
         })?;
-        toml::from_str(&text).map_err(|cause| ConfigError::Parse {
+        ServerConfig::from_toml(&text).map_err(|cause| ConfigError::Parse {
             path: path.to_owned(),
             cause,
         })
+    }
+
+    /// Reads a configuration from TOML text (what `--config` files hold).
+    pub fn from_toml(text: &str) -> Result<ServerConfig, toml::de::Error> {
+        toml::from_str(text)
     }
 
     /// The one merge step: defaults, then the file (if any), then the flags
