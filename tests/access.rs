@@ -5,14 +5,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::served::listening_addr;
-use common::{Client, TestServer, DEADLINE};
+use common::served::{listening_addr, Logged};
+use common::{Client, TestServer};
 use rchat::config::ServerConfig;
 use rchat::proto::json::{self, ErrorCode, ServerMsg};
 
@@ -187,53 +186,26 @@ fn a_password_in_clear_text_on_a_network_is_refused_unless_allowed() {
 async fn no_secret_reaches_the_log_even_at_trace_level() {
     let dir = tempfile::tempdir().unwrap();
     let file = secret_file(dir.path(), "password", PASSWORD);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rchat"))
-        .args(["serve", "--history", "off", "--listen", "127.0.0.1:0"])
-        .arg("--password-file")
-        .arg(&file)
-        .env("RUST_LOG", "trace")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let addr = listening_addr(&mut stderr);
-    let log = Arc::new(Mutex::new(String::new()));
-    let reader = {
-        let log = log.clone();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                let mut log = log.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        })
-    };
+    let server = Logged::start(&["--password-file".as_ref(), file.as_os_str()]);
     let wrong = "wrong-guess-7f3a";
-    let mut c = Client::connect(addr).await;
+    let mut c = Client::connect(server.addr).await;
     c.expect(PROMPT).await;
     c.send(&format!("/pass {wrong}")).await;
     c.line().await;
     c.send(&format!("/pass {PASSWORD}")).await;
     c.greeted().await;
-    let mut j = Client::connect(addr).await;
+    let mut j = Client::connect(server.addr).await;
     j.send(&format!(
         r#"{{"type":"hello","proto":"rchat","version":1,"password":"{PASSWORD}"}}"#
     ))
     .await;
     j.line().await;
     // The failed attempt is logged, with the address only.
-    let started = Instant::now();
-    while !log.lock().unwrap().contains("wrong password") {
-        assert!(started.elapsed() < DEADLINE, "no log of the failed attempt");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    server.wait_for("wrong password").await;
     drop(c);
     drop(j);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let _ = child.kill();
-    let _ = child.wait();
-    reader.join().unwrap();
-    let log = log.lock().unwrap();
+    server.wait_for("connection closed").await;
+    let log = server.stop();
     assert!(log.contains("127.0.0.1"), "the peer's address is logged");
     for secret in [PASSWORD, "correct horse", wrong] {
         assert!(!log.contains(secret), "{secret:?} in the log");

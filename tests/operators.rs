@@ -4,14 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::served::listening_addr;
+use common::served::Logged;
 use common::{Client, TestServer, DEADLINE};
 use rchat::config::{HistoryMode, ServerConfig};
 use rchat::proto::json::{self, ErrorCode, ServerMsg};
@@ -246,45 +243,18 @@ async fn a_ban_survives_a_restart() {
 async fn the_token_never_reaches_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let file = token_file(dir.path());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rchat"))
-        .args(["serve", "--history", "off", "--listen", "127.0.0.1:0"])
-        .arg("--admin-token-file")
-        .arg(&file)
-        .env("RUST_LOG", "trace")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let addr = listening_addr(&mut stderr);
-    let log = Arc::new(Mutex::new(String::new()));
-    let reader = {
-        let log = log.clone();
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                let mut log = log.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        })
-    };
+    let server = Logged::start(&["--admin-token-file".as_ref(), file.as_os_str()]);
     let wrong = "not-the-token-81b2";
-    let mut c = Client::connect(addr).await;
+    let mut c = Client::connect(server.addr).await;
     c.greeted().await;
     c.send(&format!("/oper {wrong}")).await;
     c.line().await;
     c.send(&format!("/oper {TOKEN}")).await;
     c.expect("* you are now an operator; /help lists what you can do")
         .await;
-    let started = Instant::now();
-    while !log.lock().unwrap().contains("operator logged in") {
-        assert!(started.elapsed() < DEADLINE, "the oper was not logged");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    server.wait_for("operator logged in").await;
     drop(c);
-    let _ = child.kill();
-    let _ = child.wait();
-    reader.join().unwrap();
-    let log = log.lock().unwrap();
+    let log = server.stop();
     assert!(
         log.contains("wrong operator token"),
         "the failure is logged"

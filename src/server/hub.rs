@@ -1373,15 +1373,8 @@ mod tests {
 
         /// Lines queued so far, rendered as the text protocol would.
         fn lines(&self) -> Vec<String> {
-            let mut batch = Vec::new();
-            let waker = futures::task::noop_waker();
-            let mut cx = std::task::Context::from_waker(&waker);
-            {
-                let fut = self.outbox.drain(&mut batch);
-                futures::pin_mut!(fut);
-                let _ = fut.as_mut().poll(&mut cx);
-            }
-            batch
+            self.outbox
+                .drain_now()
                 .iter()
                 .map(|o| {
                     let b = o.bytes(Format::Text, crate::proto::text::render);
@@ -1390,8 +1383,6 @@ mod tests {
                 .collect()
         }
     }
-
-    use std::future::Future;
 
     fn ack(_: &Joined) -> Outgoing {
         Outgoing::Raw("joined\n".into())

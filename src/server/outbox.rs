@@ -283,6 +283,22 @@ impl Outbox {
         drain
     }
 
+    /// What is queued right now, without waiting (empty if nothing is);
+    /// for tests, which look at what a member was sent.
+    #[cfg(test)]
+    pub fn drain_now(&self) -> Vec<Outgoing> {
+        use std::future::Future;
+        let mut batch = Vec::new();
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        {
+            let fut = self.drain(&mut batch);
+            futures::pin_mut!(fut);
+            let _ = fut.as_mut().poll(&mut cx);
+        }
+        batch
+    }
+
     /// The writer reports `bytes` of cost written, freeing room in the queue.
     pub fn release(&self, cost: usize) {
         let mut st = self.lock();

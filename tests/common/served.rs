@@ -98,3 +98,74 @@ pub fn gen_cert(dir: &std::path::Path) -> String {
         .expect("fingerprint printed")
         .to_string()
 }
+
+/// A real `rchat serve` whose whole log (at `RUST_LOG=trace`) is kept, for
+/// tests that look at what it wrote.
+pub struct Logged {
+    child: Child,
+    pub addr: SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Logged {
+    /// Starts `rchat serve --history off --listen 127.0.0.1:0 ARGS`.
+    pub fn start(args: &[&std::ffi::OsStr]) -> Logged {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rchat"))
+            .args(["serve", "--history", "off", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "trace")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("rchat serve starts");
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr is piped"));
+        let addr = listening_addr(&mut stderr);
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let reader = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in stderr.lines().map_while(Result::ok) {
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            })
+        };
+        Logged {
+            child,
+            addr,
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    /// Waits until the log holds `text`.
+    pub async fn wait_for(&self, text: &str) {
+        let started = std::time::Instant::now();
+        while !self.log.lock().unwrap().contains(text) {
+            assert!(
+                started.elapsed() < super::DEADLINE,
+                "the log never said {text:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops the server and returns everything it logged.
+    pub fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        let log = self.log.lock().unwrap().clone();
+        log
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

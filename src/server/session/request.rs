@@ -404,7 +404,6 @@ mod tests {
     use crate::event::Format;
     use crate::server::hub::{History, HubLimits};
     use crate::server::outbox::Outbox;
-    use std::future::Future;
 
     fn confirm(_: &Joined) -> Outgoing {
         Outgoing::Raw("joined\n".into())
@@ -423,15 +422,8 @@ mod tests {
 
     /// Everything queued for a member, as text lines.
     fn drained(outbox: &Outbox) -> String {
-        let mut batch = Vec::new();
-        let waker = futures::task::noop_waker();
-        let mut cx = std::task::Context::from_waker(&waker);
-        {
-            let fut = outbox.drain(&mut batch);
-            futures::pin_mut!(fut);
-            let _ = fut.as_mut().poll(&mut cx);
-        }
-        batch
+        outbox
+            .drain_now()
             .iter()
             .map(|o| {
                 let b = o.bytes(Format::Text, crate::proto::text::render);
