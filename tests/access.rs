@@ -219,25 +219,13 @@ fn the_client_sends_the_password_file_and_a_wrong_one_is_final() {
     let srv = rt.block_on(server(dir.path()));
     let right = secret_file(dir.path(), "right", PASSWORD);
     let wrong = secret_file(dir.path(), "wrong", "nope");
+    let kh = dir.path().join("known_hosts");
+    let addr = srv.addr.to_string();
     let run = |file: &Path, input: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rchat"))
-            .args(["connect", "--plain", &srv.addr.to_string()])
-            .arg("--password-file")
-            .arg(file)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
+        let file = file.to_str().unwrap();
         let started = Instant::now();
-        let out = child.wait_with_output().unwrap();
+        let args = ["--plain", &addr, "--password-file", file];
+        let out = common::rchat_connect(&args, input, &kh);
         (out, started.elapsed())
     };
     let (out, _) = run(&right, "/quit\n");

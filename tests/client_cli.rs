@@ -3,33 +3,15 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use common::served::gen_cert;
 use common::TestServer;
 use rchat::config::ServerConfig;
 
 fn connect(args: &[&str], stdin: &str, known_hosts: &Path) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rchat"))
-        .arg("connect")
-        .args(args)
-        .env("RCHAT_KNOWN_HOSTS", known_hosts)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn rchat connect");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    // Dropping stdin sends EOF: the client finishes and exits by itself.
-    child.wait_with_output().unwrap()
+    common::rchat_connect(args, stdin, known_hosts)
 }
 
 fn text(out: &Output) -> (String, String) {

@@ -112,27 +112,15 @@ async fn the_line_mode_example_prints_what_the_readme_shows() {
     alice.expect_nothing_pending().await;
     let addr = srv.addr.to_string();
     let kh = tempfile::tempdir().unwrap();
-    let args: Vec<String> = args[1..].iter().map(|s| s.to_string()).collect();
+    // After `rchat connect`: the flags; the address is added.
+    assert_eq!(args[1], "connect");
+    let args: Vec<String> = args[2..].iter().map(|s| s.to_string()).collect();
     let out = tokio::task::spawn_blocking({
         let kh = kh.path().join("known_hosts");
         move || {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_rchat"))
-                .args(&args)
-                .arg(&addr)
-                .env("RCHAT_KNOWN_HOSTS", kh)
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
-            child.wait_with_output().unwrap()
+            let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+            args.push(&addr);
+            common::rchat_connect(&args, &input, &kh)
         }
     })
     .await

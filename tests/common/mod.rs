@@ -277,3 +277,32 @@ pub async fn tls_text_client(
     c.greeted().await;
     Ok(c)
 }
+
+/// Runs the real `rchat connect ARGS` with `stdin` as its input (closed
+/// after, so line mode finishes by itself), remembering servers in
+/// `known_hosts`, without colours; returns what it printed and its status.
+pub fn rchat_connect(
+    args: &[&str],
+    stdin: &str,
+    known_hosts: &std::path::Path,
+) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rchat"))
+        .arg("connect")
+        .args(args)
+        .env("RCHAT_KNOWN_HOSTS", known_hosts)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rchat connect");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("rchat connect runs")
+}
