@@ -89,6 +89,20 @@ pub struct BenchArgs {
         conflicts_with_all = ["sweep", "plot", "slow", "slow_rate", "churn", "churn_at", "churn_hold"]
     )]
     pub idle: Option<usize>,
+    /// A soak instead of a measurement: a quarter of the clients talk
+    /// within the flood limits and check that every message reaches them
+    /// exactly once and in order, while the rest misbehave in every way
+    /// (floods, garbage, slow reads, resets, stalled handshakes) for
+    /// --duration seconds. Exits with status 1 if anything was lost,
+    /// doubled or reordered, or the server died.
+    #[arg(
+        long,
+        conflicts_with_all = ["idle", "sweep", "plot", "slow", "slow_rate", "churn", "churn_at", "churn_hold"]
+    )]
+    pub soak: bool,
+    /// Seed of the soak's random choices, to repeat a run. [default: random]
+    #[arg(long, requires = "soak")]
+    pub seed: Option<u64>,
     /// Run once per client count, e.g. `clients=10,100,1000`; a row each.
     #[arg(long, value_name = "clients=N,N,...")]
     pub sweep: Option<crate::bench::sweep::SweepSpec>,
@@ -108,6 +122,9 @@ pub struct BenchArgs {
 /// a point that measured nothing): its figures are not figures.
 const EXIT_NOT_MEASURED: u8 = 2;
 
+/// Exit code of a soak that found a fault.
+const EXIT_SOAK_FAILED: u8 = 1;
+
 /// Runs `rchat bench` as its flags say; the exit status is returned.
 pub fn run(args: BenchArgs) -> anyhow::Result<u8> {
     let secs = |s: f64, what: &str| {
@@ -117,6 +134,25 @@ pub fn run(args: BenchArgs) -> anyhow::Result<u8> {
     let tls = bench_tls(&args)?;
     let connect_timeout = secs(args.connect_timeout, "connect-timeout")?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+
+    if args.soak {
+        let mut config = crate::bench::soak::SoakConfig::new(
+            args.addr,
+            args.clients,
+            secs(args.duration, "duration")?,
+        );
+        config.tls = tls;
+        config.connect_timeout = connect_timeout;
+        config.server_pid = args.server_pid;
+        config.seed = args.seed;
+        config.quiet = args.quiet;
+        let report = runtime.block_on(crate::bench::soak::run(&config))?;
+        emit(&report.table());
+        if let Some(path) = &args.out {
+            write_json(path, &report)?;
+        }
+        return Ok(if report.passed() { 0 } else { EXIT_SOAK_FAILED });
+    }
 
     if let (Some(connections), Some(pid)) = (args.idle, args.server_pid) {
         let mut config = crate::bench::idle::IdleConfig::new(args.addr, connections, pid);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpSocket;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 
 use crate::client::trust;
@@ -82,6 +82,20 @@ impl Connector {
         &self,
         recv_buffer: Option<u32>,
     ) -> Result<(Reader, Writer), ConnectFailure> {
+        let stream = self.connect_tcp(recv_buffer, false).await?;
+        self.wrap(stream).await
+    }
+
+    /// Only the TCP connection, with TCP_NODELAY, the receive buffer fixed
+    /// at `recv_buffer` bytes if given and, with `reset_on_close`, a zero
+    /// linger time, so that dropping it resets the connection rather than
+    /// closing it (what a crashed client or a pulled cable looks like to
+    /// the server).
+    pub(crate) async fn connect_tcp(
+        &self,
+        recv_buffer: Option<u32>,
+        reset_on_close: bool,
+    ) -> Result<TcpStream, ConnectFailure> {
         let socket = if self.addr.is_ipv4() {
             TcpSocket::new_v4()
         } else {
@@ -93,11 +107,25 @@ impl Connector {
                 .set_recv_buffer_size(bytes)
                 .map_err(ConnectFailure::Tcp)?;
         }
+        if reset_on_close {
+            socket.set_zero_linger().map_err(ConnectFailure::Tcp)?;
+        }
         let stream = socket
             .connect(self.addr)
             .await
             .map_err(ConnectFailure::Tcp)?;
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// Whether connections are wrapped in TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Finishes the TLS handshake on `stream` if this connector speaks TLS,
+    /// and splits the result.
+    pub(crate) async fn wrap(&self, stream: TcpStream) -> Result<(Reader, Writer), ConnectFailure> {
         match &self.tls {
             None => {
                 let (r, w) = stream.into_split();

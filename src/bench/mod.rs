@@ -71,6 +71,7 @@ mod sender;
 mod series;
 mod shared;
 mod slow;
+pub mod soak;
 pub mod sweep;
 pub mod token;
 
@@ -622,7 +623,7 @@ fn churn_stats(
 
 /// The server's figures for the measured window, from the samples taken
 /// at its start and end (the last good sample if the process was lost).
-fn server_stats(
+pub(crate) fn server_stats(
     watch: &Watch,
     from: Option<process::Sample>,
     to: Option<process::Sample>,
