@@ -129,6 +129,11 @@ pub struct ServerConfig {
     pub history_memory_budget: usize,
     /// Store private messages too (off by default; see docs/protocol.md).
     pub store_private: bool,
+    /// Join a cluster of nodes sharing this Redis (`redis://HOST:PORT[/DB]`
+    /// or `redis+unix:///PATH`); see docs/cluster.md. Room history is then
+    /// the cluster's, kept in Redis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 /// The `rchat serve` flags that override the config file, one per
@@ -294,6 +299,11 @@ pub struct ServeFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub store_private: bool,
+    /// Join the cluster of nodes sharing this Redis:
+    /// redis://HOST:PORT[/DB] or redis+unix:///PATH (see docs/cluster.md).
+    #[arg(long, value_name = "URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 /// Checks a duration flag and keeps its text, as the file would hold it.
@@ -359,6 +369,7 @@ impl Default for ServerConfig {
             history_max_age: None,
             history_memory_budget: DEFAULT_HISTORY_MEMORY_BUDGET,
             store_private: false,
+            cluster: None,
         }
     }
 }

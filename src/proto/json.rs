@@ -206,6 +206,9 @@ pub enum ErrorCode {
     NotOperator,
     /// Your address is banned: sent instead of a welcome.
     Banned,
+    /// The cluster this server is part of could not be reached; the
+    /// request had no effect.
+    Unavailable,
     #[serde(other)]
     Other,
 }

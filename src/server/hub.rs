@@ -73,6 +73,9 @@ pub const NOTICE_DELAY: Duration = Duration::from_millis(50);
 /// released; a read older than this many retirements is simply redone.
 const RETIRED_KEPT: usize = 1024;
 
+#[path = "hub/logged.rs"]
+mod logged;
+
 /// Identifies one registered member for the lifetime of its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MemberId(u64);
@@ -361,6 +364,9 @@ pub struct Hub {
     state: Mutex<State>,
     /// Notified when a room starts holding notices.
     held: Notify,
+    /// Notified when a room comes to life (a cluster's reader then reads
+    /// it too).
+    created: Notify,
     limits: HubLimits,
     history: Option<History>,
     /// The operator token (checked by the dispatcher, never here).
@@ -386,6 +392,7 @@ impl Hub {
         Hub {
             state: Mutex::default(),
             held: Notify::new(),
+            created: Notify::new(),
             limits,
             history,
             access: Arc::default(),
@@ -526,17 +533,34 @@ impl Hub {
         addr: Option<IpAddr>,
         greet: impl FnOnce(&Nick) -> Outgoing,
     ) -> Result<(MemberId, Nick), HubError> {
+        self.admit(outbox, addr, None, greet)
+    }
+
+    /// Registers a member under `nick`, or under a fresh guest nick.
+    fn admit(
+        &self,
+        outbox: Arc<Outbox>,
+        addr: Option<IpAddr>,
+        nick: Option<Nick>,
+        greet: impl FnOnce(&Nick) -> Outgoing,
+    ) -> Result<(MemberId, Nick), HubError> {
         let mut guard = self.lock();
         let st = &mut *guard;
         if st.shutting_down {
             return Err(HubError::ShuttingDown);
         }
-        let nick = loop {
-            st.next_guest += 1;
-            let candidate = format!("guest{}", st.next_guest);
-            if !st.nicks.contains_key(&candidate) {
-                break Nick::parse(&candidate)?;
+        let nick = match nick {
+            Some(nick) if st.nicks.contains_key(&nick.key()) => {
+                return Err(HubError::NickInUse(nick.to_string()))
             }
+            Some(nick) => nick,
+            None => loop {
+                st.next_guest += 1;
+                let candidate = format!("guest{}", st.next_guest);
+                if !st.nicks.contains_key(&candidate) {
+                    break Nick::parse(&candidate)?;
+                }
+            },
         };
         st.next_member += 1;
         let id = MemberId(st.next_member);
@@ -806,10 +830,10 @@ impl Hub {
         }
         let nick = member.nick.clone();
         let outbox = member.outbox.clone();
-        let room = st
-            .rooms
-            .entry(key.clone())
-            .or_insert_with(|| self.new_room(name, seed.take().map(|s| s.log)));
+        let room = st.rooms.entry(key.clone()).or_insert_with(|| {
+            self.created.notify_one();
+            self.new_room(name, seed.take().map(|s| s.log))
+        });
         let room_name = room.name.clone();
         let replay = self.replay(room);
         let env = Envelope::new(Event::Joined {

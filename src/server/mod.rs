@@ -11,6 +11,7 @@
 pub mod access;
 pub mod admission;
 pub mod bans;
+pub mod cluster;
 pub mod flood;
 pub mod hub;
 pub mod outbox;
@@ -34,7 +35,9 @@ use crate::store::{self, Retention, Store, StoreError};
 use access::{Access, AccessError};
 use admission::{Admission, Admit, Refusal};
 use bans::Bans;
+use cluster::{Cluster, ClusterError};
 use hub::{History, Hub, HubLimits};
+use store::redis::RedisStore;
 
 /// The notice every member receives when the server stops.
 pub const SHUTDOWN_NOTICE: &str = "server shutting down; goodbye";
@@ -43,6 +46,8 @@ pub const SHUTDOWN_NOTICE: &str = "server shutting down; goodbye";
 pub enum ServerError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     #[error("cannot listen on {addr}: {cause}")]
     Bind {
         addr: SocketAddr,
@@ -144,6 +149,7 @@ pub struct Server {
     store: Option<OpenStore>,
     access: Arc<Access>,
     bans: Arc<Bans>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Server {
@@ -166,7 +172,20 @@ impl Server {
                 .map_err(|cause| ServerError::Bind { addr: *addr, cause })?;
             listeners.push(listener);
         }
-        let store = open_store(&config)?;
+        let cluster = match &config.cluster {
+            Some(url) => Some(Arc::new(
+                Cluster::connect(url, config.history_max_per_room).await?,
+            )),
+            None => None,
+        };
+        let store = match &cluster {
+            // The cluster's history is its streams in Redis.
+            Some(cluster) => Some(OpenStore {
+                store: Arc::new(RedisStore::new(cluster.client().clone(), cluster.url())),
+                _lock: None,
+            }),
+            None => open_store(&config)?,
+        };
         let history = store.as_ref().map(|s| History {
             store: s.store.clone(),
             replay: config.history_replay,
@@ -185,6 +204,7 @@ impl Server {
             store,
             access,
             bans,
+            cluster,
         })
     }
 
@@ -229,6 +249,7 @@ impl Server {
                 config: self.config.clone(),
                 admission: admission.clone(),
                 access: self.access.clone(),
+                cluster: self.cluster.clone(),
                 stop: stop.clone(),
                 done: done_tx.clone(),
             };
@@ -237,6 +258,9 @@ impl Server {
         drop(done_tx);
         tokio::spawn(trim::run(stop.clone()));
         tokio::spawn(tell_held_notices(self.hub.clone(), stop.clone()));
+        if let Some(cluster) = &self.cluster {
+            cluster::tail::spawn(cluster.clone(), self.hub.clone(), stop.clone());
+        }
 
         shutdown.await;
         info!("shutting down");
@@ -336,6 +360,7 @@ struct Acceptor {
     config: Arc<ServerConfig>,
     admission: Arc<Admission>,
     access: Arc<Access>,
+    cluster: Option<Arc<Cluster>>,
     stop: CancellationToken,
     done: mpsc::Sender<()>,
 }
@@ -410,6 +435,7 @@ impl Acceptor {
             };
             let conn = Connection {
                 access: self.access.clone(),
+                cluster: self.cluster.clone(),
                 socket,
                 peer,
                 ticket,
@@ -437,6 +463,7 @@ enum Ticket {
 /// sender for its lifetime.
 struct Connection {
     access: Arc<Access>,
+    cluster: Option<Arc<Cluster>>,
     socket: TcpStream,
     peer: SocketAddr,
     ticket: Ticket,
@@ -485,6 +512,7 @@ impl Connection {
                     refusal: self.refusal,
                     deadline,
                     access: self.access,
+                    cluster: self.cluster,
                 },
             )
             .await;

@@ -36,6 +36,7 @@ use crate::event::Event;
 use crate::names::{Nick, RoomName};
 
 mod memory;
+pub mod redis;
 mod sqlite;
 
 pub use memory::{MemoryStore, DEFAULT_MEMORY_BUDGET};
@@ -213,6 +214,10 @@ pub enum StoreError {
     Thread { error: Arc<std::io::Error> },
     #[error("the message store is closed")]
     Closed,
+    #[error("the cluster's Redis at {url} failed: {error}")]
+    Redis { url: String, error: String },
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 /// Completes once an appended message is durable, or has failed.
@@ -333,6 +338,13 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    /// What a room that comes back to life needs, blocking: where its
+    /// numbering goes on, and its newest `replay` messages. A store that
+    /// others append to meanwhile (a cluster's) reads both at once.
+    fn read_log(&self, room_key: &str, replay: usize) -> Result<RoomLog, StoreError> {
+        RoomLog::read_in_two(self, room_key, replay)
+    }
+
     /// What a room that comes back to life needs from the store, for
     /// callers on the async runtime. A networked backend answers this
     /// natively; the default runs the blocking reads on tokio's blocking
@@ -393,6 +405,17 @@ impl RoomLog {
     /// Reads a room's log with the blocking calls, the newest `replay`
     /// messages with it (none for 0).
     pub fn read<S: Store + ?Sized>(
+        store: &S,
+        room_key: &str,
+        replay: usize,
+    ) -> Result<RoomLog, StoreError> {
+        store.read_log(room_key, replay)
+    }
+
+    /// [`Store::read_log`]'s default: two reads, consistent for a store
+    /// only this server appends to (the hub does not append to a room
+    /// while it reads it).
+    pub fn read_in_two<S: Store + ?Sized>(
         store: &S,
         room_key: &str,
         replay: usize,

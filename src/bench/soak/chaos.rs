@@ -66,8 +66,9 @@ const SLOW_ASK_EVERY: Duration = Duration::from_millis(250);
 /// `max_sendq` for it, and the kernel buffers several MiB more (its send
 /// buffer grows up to `net.ipv4.tcp_wmem`'s maximum, 4 MiB by default);
 /// once a room's history is full, a slow reader draws about 200 KB/s, so
-/// two minutes is several times what eviction needs.
-pub(crate) const SLOW_LIFETIME: Duration = Duration::from_secs(120);
+/// three minutes is many times what eviction needs, even on a machine
+/// whose cores are all busy.
+pub(crate) const SLOW_LIFETIME: Duration = Duration::from_secs(180);
 
 /// What every chaos slot shares.
 pub(crate) struct Chaos {

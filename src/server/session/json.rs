@@ -15,6 +15,7 @@ use tokio::io::AsyncWrite;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::link::Link;
 use super::request::{ban_info, Dispatcher, Failure, Outcome, Reply, CLOSED_FOR};
 use super::writer::Encoding;
 use super::{io_reason, refuse, register, Flow, Frames};
@@ -39,6 +40,7 @@ fn code_of_failure(f: &Failure) -> ErrorCode {
         Failure::TooLong(_) => ErrorCode::LineTooLong,
         Failure::AuthFailed(_) => ErrorCode::AuthFailed,
         Failure::Invalid(_) => ErrorCode::BadRequest,
+        Failure::Unavailable(_) => ErrorCode::Unavailable,
     }
 }
 
@@ -142,6 +144,8 @@ fn room_state(joined: &Joined) -> Outgoing {
 }
 
 /// Runs a JSON session whose hello line has been read.
+// The connection's parts, as the detector hands them over.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn serve<W>(
     frames: Frames,
     hello: Bytes,
@@ -150,6 +154,7 @@ pub(super) async fn serve<W>(
     hub: Arc<Hub>,
     config: Arc<ServerConfig>,
     access: Arc<Access>,
+    link: Option<Arc<Link>>,
 ) where
     W: AsyncWrite + Send + Unpin + 'static,
 {
@@ -219,6 +224,22 @@ pub(super) async fn serve<W>(
             retry_after_ms: None,
         })
     };
+    let guest = match &link {
+        Some(link) => match link.guest().await {
+            Ok(nick) => Some(nick),
+            Err(message) => {
+                let err = wire::encode(&ServerMsg::Error {
+                    id: None,
+                    code: ErrorCode::Unavailable,
+                    message,
+                    retry_after_ms: None,
+                });
+                refuse(&mut writer, &err, config.close_timeout()).await;
+                return;
+            }
+        },
+        None => None,
+    };
     let member = match register(
         writer,
         peer,
@@ -228,11 +249,17 @@ pub(super) async fn serve<W>(
             format: Format::Json,
             encode: wire::render,
         },
+        guest.clone(),
         welcome,
         refusal,
     ) {
         Ok(member) => member,
-        Err(refused) => return Box::pin(refused.send()).await,
+        Err(refused) => {
+            if let (Some(link), Some(guest)) = (&link, guest) {
+                link.release(guest);
+            }
+            return Box::pin(refused.send()).await;
+        }
     };
     info!(%peer, nick = %member.nick, proto = "json", "connected");
     let write_task = member.writer;
@@ -246,6 +273,7 @@ pub(super) async fn serve<W>(
         history_reads: Arc::default(),
         flood: None,
         closing: None,
+        link,
     };
     // Restore what the client asks for: its nick first, so the rooms see
     // it join under that name.
@@ -286,6 +314,8 @@ struct JsonSession {
     flood: Option<Flood>,
     /// Set when the session must end for the reason given (a `Close`).
     closing: Option<String>,
+    /// The cluster, when this node is part of one.
+    link: Option<Arc<Link>>,
 }
 
 impl JsonSession {
@@ -408,7 +438,13 @@ impl JsonSession {
 
     /// Runs a request and answers it, with `id` if it has one.
     async fn run(&mut self, id: Option<String>, request: Request) -> Flow {
-        let dispatcher = Dispatcher::new(self.id, &self.hub, self.config.max_line, room_state);
+        let dispatcher = Dispatcher::new(
+            self.id,
+            &self.hub,
+            self.config.max_line,
+            room_state,
+            self.link.as_ref(),
+        );
         match dispatcher.dispatch(request) {
             Outcome::Now(reply) => self.answer(id, reply),
             Outcome::Wait(reply) => {
@@ -529,6 +565,10 @@ impl JsonSession {
     }
 
     fn leave(&mut self, reason: LeaveReason) {
+        let nick = self.hub.nick(self.id).ok();
         self.hub.disconnect(self.id, reason);
+        if let (Some(link), Some(nick)) = (&self.link, nick) {
+            link.release(nick);
+        }
     }
 }

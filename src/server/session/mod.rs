@@ -10,6 +10,7 @@
 
 mod json;
 pub mod lines;
+mod link;
 mod login;
 mod request;
 mod text;
@@ -33,9 +34,11 @@ use crate::proto::line::{Frame, LineCodec};
 use crate::proto::text as text_wire;
 use crate::server::access::Access;
 use crate::server::admission::Refusal;
+use crate::server::cluster::Cluster;
 use crate::server::hub::{Hub, HubError, MemberId};
 use crate::server::outbox::{Outbox, Outgoing};
 use lines::LineReader;
+use link::Link;
 use writer::{write_loop, Encoding};
 
 /// A connection's framed input, boxed so both protocols share one type.
@@ -67,6 +70,8 @@ pub struct Admission {
     pub deadline: Instant,
     /// The server's password and operator token.
     pub access: Arc<Access>,
+    /// The cluster this node is part of, if any.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 /// Runs a session on `stream` until the client leaves, is dropped, or the
@@ -119,13 +124,17 @@ pub fn run(
             Box::pin(refuse(&mut writer, &line, config.close_timeout())).await;
             return;
         }
+        let link = admission.cluster.map(Link::new);
         match first {
             Some(Frame::Line(line)) if json => {
                 let access = admission.access;
-                Box::pin(json::serve(frames, line, writer, peer, hub, config, access)).await
+                Box::pin(json::serve(
+                    frames, line, writer, peer, hub, config, access, link,
+                ))
+                .await
             }
             first => match &admission.access.password {
-                None => text::serve(frames, first, writer, peer, hub, config).await,
+                None => text::serve(frames, first, writer, peer, hub, config, link).await,
                 Some(secret) => {
                     let deadline = admission.deadline;
                     let login = login::password(
@@ -138,7 +147,7 @@ pub fn run(
                         deadline,
                     );
                     if Box::pin(login).await {
-                        text::serve(frames, None, writer, peer, hub, config).await
+                        text::serve(frames, None, writer, peer, hub, config, link).await
                     }
                 }
             },
@@ -157,12 +166,16 @@ struct Registered {
 /// Registers the connection with the hub (the hub queues `greet` first) and
 /// starts its writer with `encoding`. If the hub refuses, what to tell the
 /// client is returned instead: send it with [`Refused::send`].
+// Each argument is one independent part of registering; a struct to carry
+// them would be built at both call sites and taken apart here.
+#[allow(clippy::too_many_arguments)]
 fn register<W>(
     writer: W,
     peer: SocketAddr,
     hub: &Hub,
     config: &ServerConfig,
     encoding: Encoding,
+    nick: Option<Nick>,
     greet: impl FnOnce(&Nick) -> Outgoing,
     refusal: impl FnOnce(&HubError) -> Bytes,
 ) -> Result<Registered, Refused<W>>
@@ -170,7 +183,11 @@ where
     W: AsyncWrite + Send + Unpin + 'static,
 {
     let outbox = Outbox::new(config.max_sendq);
-    match hub.connect_from(outbox.clone(), Some(peer.ip()), greet) {
+    let connected = match nick {
+        Some(nick) => hub.connect_as(outbox.clone(), Some(peer.ip()), nick, greet),
+        None => hub.connect_from(outbox.clone(), Some(peer.ip()), greet),
+    };
+    match connected {
         Ok((id, nick)) => {
             let writer = tokio::spawn(write_loop(
                 writer,
@@ -242,6 +259,7 @@ mod tests {
             refusal: None,
             deadline: Instant::now(),
             access: Arc::default(),
+            cluster: None,
         };
         let session = run(Box::new(tokio::io::empty()), peer, hub, config, admission);
         assert!(std::mem::size_of_val(&session) <= 512);

@@ -29,6 +29,8 @@ use crate::server::bans::{self, Ban, Cidr};
 use crate::server::hub::{HistoryPage, Hub, HubError, Joined, MemberId, Posted};
 use crate::server::outbox::Outgoing;
 
+use super::link::Link;
+
 /// A request's answer, in no wire format.
 #[derive(Debug)]
 pub(super) enum Reply {
@@ -69,6 +71,8 @@ pub(super) enum Failure {
     AuthFailed(String),
     /// An argument that cannot be used; the text says why.
     Invalid(String),
+    /// The cluster could not be reached; nothing happened.
+    Unavailable(String),
 }
 
 impl fmt::Display for Failure {
@@ -77,7 +81,9 @@ impl fmt::Display for Failure {
             Failure::Hub(e) => e.fmt(f),
             Failure::EmptyText => f.write_str("empty message"),
             Failure::TooLong(max) => write!(f, "message longer than {max} bytes"),
-            Failure::AuthFailed(why) | Failure::Invalid(why) => f.write_str(why),
+            Failure::AuthFailed(why) | Failure::Invalid(why) | Failure::Unavailable(why) => {
+                f.write_str(why)
+            }
         }
     }
 }
@@ -137,6 +143,9 @@ pub(super) struct Dispatcher<'a> {
     /// The protocol's confirmation of a join, queued by the hub before any
     /// traffic of the room can reach the joiner.
     confirm: fn(&Joined) -> Outgoing,
+    /// The cluster, when this node is part of one: chat and nicks go
+    /// through it.
+    link: Option<&'a Arc<Link>>,
 }
 
 impl<'a> Dispatcher<'a> {
@@ -145,12 +154,14 @@ impl<'a> Dispatcher<'a> {
         hub: &'a Arc<Hub>,
         max_text: usize,
         confirm: fn(&Joined) -> Outgoing,
+        link: Option<&'a Arc<Link>>,
     ) -> Dispatcher<'a> {
         Dispatcher {
             id,
             hub,
             max_text,
             confirm,
+            link,
         }
     }
 
@@ -159,6 +170,9 @@ impl<'a> Dispatcher<'a> {
             Request::Say { room, mut lines } => {
                 if let Err(e) = self.clean_lines(&mut lines) {
                     return Outcome::Now(Reply::Failed(e));
+                }
+                if let Some(link) = self.link {
+                    return self.say_in_cluster(link, &room, lines);
                 }
                 match lines.as_slice() {
                     [] => Reply::Posted(Vec::new()),
@@ -201,11 +215,14 @@ impl<'a> Dispatcher<'a> {
                 .into()
             }
             Request::Part { room } => self.hub.part(self.id, &room).map(|()| Reply::Parted).into(),
-            Request::Nick { nick } => self
-                .hub
-                .rename(self.id, &nick)
-                .map(|_| Reply::Renamed)
-                .into(),
+            Request::Nick { nick } => match self.link {
+                Some(link) => return self.rename_in_cluster(link, nick),
+                None => self
+                    .hub
+                    .rename(self.id, &nick)
+                    .map(|_| Reply::Renamed)
+                    .into(),
+            },
             Request::Rooms => Reply::Rooms(self.hub.rooms()),
             Request::Who { room } => self
                 .hub
@@ -253,6 +270,83 @@ impl<'a> Dispatcher<'a> {
             },
         };
         Outcome::Now(reply)
+    }
+
+    /// Chat in a cluster: placed in the room's order by Redis, one line
+    /// after another; the node's reader then tells the members here, and
+    /// the other nodes' readers theirs. Nothing is told until Redis has
+    /// placed the line, so a line that fails reaches no one.
+    fn say_in_cluster(&self, link: &Arc<Link>, room: &str, lines: Vec<ChatLine>) -> Outcome {
+        let (from, room) = match self.hub.speaker_of(self.id, room) {
+            Ok(found) => found,
+            Err(e) => return Outcome::Now(Reply::Failed(Failure::Hub(e))),
+        };
+        let (link, id) = (link.clone(), self.id);
+        Outcome::Wait(Box::pin(async move {
+            let mut posted = Vec::with_capacity(lines.len());
+            for line in &lines {
+                match link
+                    .cluster
+                    .append(&room, &from, &line.text, line.action, id)
+                    .await
+                {
+                    Ok(placed) => posted.push(Posted {
+                        room: room.clone(),
+                        seq: placed.seq,
+                        ts_ms: placed.ts_ms,
+                        stored: None,
+                    }),
+                    Err(e) => {
+                        return Reply::Failed(Failure::Unavailable(format!(
+                            "the message was not sent: {e}"
+                        )))
+                    }
+                }
+            }
+            Reply::Posted(posted)
+        }))
+    }
+
+    /// A nick change in a cluster: the new nick is claimed in Redis first,
+    /// then taken here; the old one is released once the new one is held.
+    fn rename_in_cluster(&self, link: &Arc<Link>, wanted: String) -> Outcome {
+        let (hub, link, id) = (self.hub.clone(), link.clone(), self.id);
+        Outcome::Wait(Box::pin(async move {
+            let new = match Nick::parse(&wanted) {
+                Ok(nick) => nick,
+                Err(e) => return Reply::Failed(Failure::Hub(e.into())),
+            };
+            let old = match hub.nick(id) {
+                Ok(old) => old,
+                Err(e) => return Reply::Failed(Failure::Hub(e)),
+            };
+            let same_key = old.key() == new.key();
+            if !same_key {
+                match link.cluster.claim(&new, &link.owner).await {
+                    Ok(true) => {}
+                    Ok(false) => return Reply::Failed(Failure::Hub(HubError::NickInUse(wanted))),
+                    Err(e) => {
+                        return Reply::Failed(Failure::Unavailable(format!(
+                            "the nick was not changed: {e}"
+                        )))
+                    }
+                }
+            }
+            match hub.rename(id, &wanted) {
+                Ok(_) => {
+                    if !same_key {
+                        link.release(old);
+                    }
+                    Reply::Renamed
+                }
+                Err(e) => {
+                    if !same_key {
+                        link.release(new);
+                    }
+                    Reply::Failed(Failure::Hub(e))
+                }
+            }
+        }))
     }
 
     /// A reason as others will read it: sanitised, bounded, not blank.
@@ -449,8 +543,8 @@ mod tests {
         let (b, _) = hub
             .connect(b_box.clone(), |_| Outgoing::Raw("hi\n".into()))
             .unwrap();
-        let alice = Dispatcher::new(a, &hub, 16, confirm);
-        let bob = Dispatcher::new(b, &hub, 16, confirm);
+        let alice = Dispatcher::new(a, &hub, 16, confirm, None);
+        let bob = Dispatcher::new(b, &hub, 16, confirm, None);
         let join = |room: &str| Request::Join {
             room: room.into(),
             leaving: None,

@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,9 +23,10 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, info};
 
+use super::link::Link;
 use super::request::{ban_info, Dispatcher, Failure, Outcome, Reply, CLOSED_FOR};
 use super::writer::Encoding;
-use super::{io_reason, register, Frames, Stream};
+use super::{io_reason, refuse, register, Frames, Stream};
 use crate::config::ServerConfig;
 use crate::event::{ChatLine, Event, Format, LeaveReason};
 use crate::names::{key_of, RoomName};
@@ -47,12 +49,55 @@ use crate::server::outbox::{Outbox, Outgoing};
 pub(super) fn serve(
     mut frames: Frames,
     first: Option<Frame>,
+    mut writer: WriteHalf<Box<dyn Stream>>,
+    peer: SocketAddr,
+    hub: Arc<Hub>,
+    config: Arc<ServerConfig>,
+    link: Option<Arc<Link>>,
+) -> BoxFuture<'static, ()> {
+    frames.codec_mut().set_max_line(config.max_line);
+    match link {
+        None => start(frames, first, writer, peer, hub, config, None),
+        // In a cluster the guest nick is claimed in Redis first.
+        Some(link) => Box::pin(async move {
+            match link.guest().await {
+                Ok(nick) => {
+                    let cluster = ClusterSide {
+                        link,
+                        guest: Some(nick),
+                        posting: None,
+                        in_flight: Arc::default(),
+                    };
+                    start(
+                        frames,
+                        first,
+                        writer,
+                        peer,
+                        hub,
+                        config,
+                        Some(Box::new(cluster)),
+                    )
+                    .await
+                }
+                Err(message) => {
+                    refuse(&mut writer, &text::error(&message), config.close_timeout()).await
+                }
+            }
+        }),
+    }
+}
+
+/// Registers the member (under the cluster's guest nick, in a cluster) and
+/// returns its session to run.
+fn start(
+    frames: Frames,
+    first: Option<Frame>,
     writer: WriteHalf<Box<dyn Stream>>,
     peer: SocketAddr,
     hub: Arc<Hub>,
     config: Arc<ServerConfig>,
+    mut cluster: Option<Box<ClusterSide>>,
 ) -> BoxFuture<'static, ()> {
-    frames.codec_mut().set_max_line(config.max_line);
     let welcome = |nick: &crate::names::Nick| {
         Outgoing::Raw(text::notice(&format!(
             "welcome to rchat, {nick}! type /help for commands"
@@ -63,9 +108,25 @@ pub(super) fn serve(
         format: Format::Text,
         encode: text::render,
     };
-    let member = match register(writer, peer, &hub, &config, encoding, welcome, refusal) {
+    let guest = cluster.as_mut().and_then(|c| c.guest.take());
+    let registered = register(
+        writer,
+        peer,
+        &hub,
+        &config,
+        encoding,
+        guest.clone(),
+        welcome,
+        refusal,
+    );
+    let member = match registered {
         Ok(member) => member,
-        Err(refused) => return Box::pin(refused.send()),
+        Err(refused) => {
+            if let (Some(c), Some(guest)) = (&cluster, guest) {
+                c.link.release(guest);
+            }
+            return Box::pin(refused.send());
+        }
     };
     info!(%peer, nick = %member.nick, "connected");
     let session = TextSession {
@@ -77,8 +138,26 @@ pub(super) fn serve(
         frames,
         max_line: config.max_line,
         guard: Guard::new(&config),
+        cluster,
     };
     Box::pin(session.run(first, member.writer, peer))
+}
+
+/// Most chat batches of one text connection waiting for the cluster; past
+/// this, lines are refused until the cluster catches up.
+const MAX_POSTING: usize = 64;
+
+/// A text session's part in a cluster (boxed: only cluster nodes pay for
+/// it).
+struct ClusterSide {
+    link: Arc<Link>,
+    /// The guest nick claimed before registration, until it is used.
+    guest: Option<crate::names::Nick>,
+    /// The last chat batch on its way to the cluster; the next one waits
+    /// for it, so a member's lines keep their order.
+    posting: Option<JoinHandle<()>>,
+    /// Batches on their way.
+    in_flight: Arc<AtomicUsize>,
 }
 
 struct TextSession {
@@ -94,6 +173,8 @@ struct TextSession {
     /// Flood control and the idle timeout; `None` when both are off, so
     /// that they cost an idle connection nothing then.
     guard: Option<Box<Guard>>,
+    /// The cluster, when this node is part of one.
+    cluster: Option<Box<ClusterSide>>,
 }
 
 /// Limits on a text connection's input over time.
@@ -407,7 +488,13 @@ impl TextSession {
     fn dispatcher(&self) -> Dispatcher<'_> {
         // Framing bounds the raw line; decoding invalid bytes as U+FFFD may
         // make it up to three times longer, and that is still accepted.
-        Dispatcher::new(self.id, &self.hub, self.max_line * 3, confirm)
+        Dispatcher::new(
+            self.id,
+            &self.hub,
+            self.max_line * 3,
+            confirm,
+            self.cluster.as_ref().map(|c| &c.link),
+        )
     }
 
     fn request(&mut self, request: Request) -> Step {
@@ -494,17 +581,56 @@ impl TextSession {
             room: room.as_str().to_string(),
             lines,
         };
-        // Posting never waits.
-        if let Outcome::Now(Reply::Failed(e)) = self.dispatcher().dispatch(request) {
-            let e = e.to_string();
-            for _ in 0..n {
-                self.error(&e);
+        match self.dispatcher().dispatch(request) {
+            Outcome::Now(Reply::Failed(e)) => {
+                let e = e.to_string();
+                for _ in 0..n {
+                    self.error(&e);
+                }
             }
+            Outcome::Now(_) => {}
+            // In a cluster: posted in the background, in order.
+            Outcome::Wait(posting) | Outcome::Later(posting) => self.post_in_order(posting, n),
         }
     }
 
+    /// Lets a cluster post a chat batch while the session reads on, after
+    /// the batches before it; a failure is told to the member once per
+    /// line.
+    fn post_in_order(&mut self, posting: BoxFuture<'static, Reply>, lines: usize) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        if cluster.in_flight.load(Ordering::Acquire) >= MAX_POSTING {
+            for _ in 0..lines {
+                self.error("the cluster is slow; that line was not sent");
+            }
+            return;
+        }
+        let before = cluster.posting.take();
+        let in_flight = cluster.in_flight.clone();
+        in_flight.fetch_add(1, Ordering::AcqRel);
+        let outbox = self.outbox.clone();
+        cluster.posting = Some(tokio::spawn(async move {
+            if let Some(before) = before {
+                let _ = before.await;
+            }
+            if let Reply::Failed(e) = posting.await {
+                let line = text::error(&e.to_string());
+                for _ in 0..lines {
+                    outbox.push(Outgoing::Raw(line.clone()));
+                }
+            }
+            in_flight.fetch_sub(1, Ordering::AcqRel);
+        }));
+    }
+
     fn leave(&mut self, reason: LeaveReason) {
+        let nick = self.hub.nick(self.id).ok();
         self.hub.disconnect(self.id, reason);
+        if let (Some(cluster), Some(nick)) = (&self.cluster, nick) {
+            cluster.link.release(nick);
+        }
     }
 
     fn notice(&self, text: &str) {
@@ -541,6 +667,7 @@ mod tests {
             frames: LineReader::new(reader, LineCodec::new(64)),
             max_line: 64,
             guard: Guard::new(&ServerConfig::default()),
+            cluster: None,
         };
         let run = session.run(None, tokio::spawn(async {}), "127.0.0.1:1".parse().unwrap());
         assert!(std::mem::size_of_val(&run) <= 512);

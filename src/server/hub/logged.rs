@@ -1,0 +1,167 @@
+//! The hub's side of a cluster: rooms whose order is given outside the
+//! hub. In a cluster, a message is placed in its room's order by Redis;
+//! the node's reader then hands it here, and the hub only tells the room's
+//! members on this node, in that order, once each. Also the checks and
+//! registrations the cluster's callers need around it.
+//!
+//! Nothing here does I/O: the caller has already talked to Redis.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use super::{key_of, Hub, HubError, MemberId};
+use crate::event::Envelope;
+use crate::names::{Nick, RoomName};
+use crate::server::outbox::{Outbox, Outgoing};
+use crate::store::StoredMessage;
+
+impl MemberId {
+    /// The number behind the id, unique on this node while it runs.
+    pub fn raw(self) -> u64 {
+        self.0
+    }
+
+    /// The id whose [`MemberId::raw`] is `raw`, as a cluster entry written
+    /// by this node names it.
+    pub(crate) fn from_raw(raw: u64) -> MemberId {
+        MemberId(raw)
+    }
+}
+
+impl Hub {
+    /// [`Hub::connect_from`] under a nick chosen elsewhere (a cluster's
+    /// guest nick, claimed in Redis first).
+    pub fn connect_as(
+        &self,
+        outbox: Arc<Outbox>,
+        addr: Option<IpAddr>,
+        nick: Nick,
+        greet: impl FnOnce(&Nick) -> Outgoing,
+    ) -> Result<(MemberId, Nick), HubError> {
+        self.admit(outbox, addr, Some(nick), greet)
+    }
+
+    /// Whether member `id` may post to `room`: its nick and the room's
+    /// name if so.
+    pub fn speaker_of(&self, id: MemberId, room: &str) -> Result<(Nick, RoomName), HubError> {
+        let key = key_of(room);
+        let mut guard = self.lock();
+        let (from, target) = guard.speaker(id, &key, room)?;
+        Ok((from, target.name.clone()))
+    }
+
+    /// Every live room's key and the seq of the last message its members
+    /// were told: where a cluster's reader goes on from.
+    pub fn live_rooms(&self) -> Vec<(String, u64)> {
+        let st = self.lock();
+        st.rooms
+            .iter()
+            .map(|(key, room)| (key.clone(), room.last_seq))
+            .collect()
+    }
+
+    /// Notified whenever a room comes to life.
+    pub fn rooms_created(&self) -> &Notify {
+        &self.created
+    }
+
+    /// Tells the room's members on this node a message placed in the
+    /// room's order elsewhere: once, in order (a seq at or below the last
+    /// one told is ignored), and not to `origin`, the member who said it.
+    /// A room not live here is ignored: its members are elsewhere.
+    pub fn deliver_logged(&self, msg: &StoredMessage, origin: Option<MemberId>) {
+        let Some(event) = msg.to_event() else { return };
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(room) = st.rooms.get_mut(&msg.room) else {
+            return;
+        };
+        if msg.seq <= room.last_seq {
+            return;
+        }
+        room.last_seq = msg.seq;
+        let env = Envelope::new(event);
+        if let Some(history) = self.history.as_ref().filter(|h| h.replay > 0) {
+            if room.recent.len() >= history.replay {
+                room.recent.pop_front();
+            }
+            room.recent.push_back(env.clone());
+        }
+        st.fan_out(&msg.room, origin, &env);
+        self.settle(st);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(room: &str, seq: u64, text: &str) -> StoredMessage {
+        StoredMessage {
+            room: room.to_ascii_lowercase(),
+            room_name: room.to_string(),
+            seq,
+            ts_ms: 1,
+            nick: "far".into(),
+            text: text.into(),
+            action: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn logged_messages_reach_local_members_once_in_order_but_not_their_author() {
+        let hub = Hub::default();
+        let (a_box, b_box) = (Outbox::new(1 << 20), Outbox::new(1 << 20));
+        let (a, _) = hub
+            .connect(a_box.clone(), |_| Outgoing::Raw("hi\n".into()))
+            .unwrap();
+        let (b, _) = hub
+            .connect_as(b_box.clone(), None, Nick::parse("Bob").unwrap(), |_| {
+                Outgoing::Raw("hi\n".into())
+            })
+            .unwrap();
+        // A nick claimed elsewhere cannot be taken twice here either.
+        assert!(matches!(
+            hub.connect_as(Outbox::new(10), None, Nick::parse("BOB").unwrap(), |_| {
+                Outgoing::Raw("hi\n".into())
+            }),
+            Err(HubError::NickInUse(_))
+        ));
+        let confirm = |_: &super::super::Joined| Outgoing::Raw("in\n".into());
+        hub.join(a, "Dev", confirm).unwrap();
+        hub.join(b, "dev", confirm).unwrap();
+        assert_eq!(hub.live_rooms(), vec![("dev".to_string(), 0)]);
+        assert!(hub.speaker_of(a, "DEV").is_ok());
+        assert!(matches!(
+            hub.speaker_of(a, "other"),
+            Err(HubError::NotInRoom(_))
+        ));
+
+        hub.deliver_logged(&msg("Dev", 1, "one"), Some(a));
+        hub.deliver_logged(&msg("Dev", 2, "two"), None);
+        hub.deliver_logged(&msg("Dev", 2, "two again"), None);
+        hub.deliver_logged(&msg("Dev", 1, "one again"), None);
+        hub.deliver_logged(&msg("elsewhere", 3, "not here"), None);
+        assert_eq!(hub.live_rooms(), vec![("dev".to_string(), 2)]);
+
+        let texts = |outbox: &Outbox| -> Vec<String> {
+            outbox
+                .drain_now()
+                .into_iter()
+                .filter_map(|item| match item {
+                    Outgoing::Event(env) => match &env.event {
+                        crate::event::Event::Message { text, seq, .. } => {
+                            Some(format!("{seq}:{text}"))
+                        }
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(texts(&a_box), vec!["2:two"], "the author is skipped");
+        assert_eq!(texts(&b_box), vec!["1:one", "2:two"]);
+    }
+}

@@ -1,0 +1,291 @@
+//! Several real `rchat serve --cluster` nodes on one real `redis-server`,
+//! started by each test on a unix socket (or a free TCP port) in a scratch
+//! directory, and stopped by it. `.ci/run` installs `redis-server`.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::served::Served;
+use common::Client;
+
+/// A `redis-server` of the test's own, killed on drop.
+struct Redis {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    /// On a unix socket, without persistence.
+    fn on_socket() -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("redis.sock");
+        let child = redis_server(&["--port", "0", "--unixsocket", socket.to_str().unwrap()]);
+        wait_until("redis-server's socket", || socket.exists());
+        Redis {
+            child,
+            url: format!("redis+unix://{}", socket.display()),
+            _dir: dir,
+        }
+    }
+
+    /// On a free TCP port of 127.0.0.1.
+    fn on_tcp() -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = redis_server(&["--bind", "127.0.0.1", "--port", &port.to_string()]);
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        wait_until("redis-server's port", || {
+            std::net::TcpStream::connect(addr).is_ok()
+        });
+        Redis {
+            child,
+            url: format!("redis://127.0.0.1:{port}/0"),
+            _dir: dir,
+        }
+    }
+
+    /// A node of the cluster, on 127.0.0.1:0.
+    fn node(&self) -> Served {
+        Served::start(&["--cluster", &self.url])
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn redis_server(args: &[&str]) -> Child {
+    Command::new("redis-server")
+        .args(args)
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server runs (install it: apt-get install redis-server)")
+}
+
+fn wait_until(what: &str, ready: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what} did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A text client on `node`, greeted and named `nick`.
+async fn named(node: &Served, nick: &str) -> Client {
+    let mut c = Client::connect(node.addr).await;
+    c.greeted().await;
+    c.send(&format!("/nick {nick}")).await;
+    c.wait_for("the rename", |l| {
+        l.ends_with(&format!("is now known as {nick}"))
+    })
+    .await;
+    c.nick = nick.to_string();
+    c
+}
+
+/// The next `n` chat lines from `nick`.
+async fn chat_from(c: &mut Client, nick: &str, n: usize) -> Vec<String> {
+    let prefix = format!("{nick}> ");
+    let mut got = Vec::new();
+    while got.len() < n {
+        let l = next_chat(c).await;
+        if l.starts_with(&prefix) {
+            got.push(l);
+        }
+    }
+    got
+}
+
+/// Chat lines (`NICK> TEXT`) only, skipping notices and history.
+async fn next_chat(c: &mut Client) -> String {
+    c.wait_for("a chat line", |l| {
+        !l.starts_with("* ") && !l.starts_with('[')
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_crosses_nodes_both_ways_and_a_late_joiner_is_replayed_it() {
+    let redis = Redis::on_socket();
+    let (a, b) = (redis.node(), redis.node());
+    let mut alice = named(&a, "alice").await;
+    let mut bob = named(&b, "bob").await;
+    alice.send("hello from node A").await;
+    assert_eq!(next_chat(&mut bob).await, "alice> hello from node A");
+    bob.send("hello from node B").await;
+    assert_eq!(next_chat(&mut alice).await, "bob> hello from node B");
+    // Neither got its own line back.
+    bob.send("marker").await;
+    assert_eq!(next_chat(&mut alice).await, "bob> marker");
+
+    // A newcomer on B is replayed what was said on both nodes, then live.
+    let mut carol = Client::connect(b.addr).await;
+    carol.greeted().await;
+    carol
+        .expect("* history of lobby: last 3 messages (times are UTC)")
+        .await;
+    for want in [
+        "alice> hello from node A",
+        "bob> hello from node B",
+        "bob> marker",
+    ] {
+        let line = carol.line().await;
+        assert!(line.ends_with(want), "{line:?} should end with {want:?}");
+    }
+    carol.expect("* end of history").await;
+    alice.send("and live").await;
+    assert_eq!(next_chat(&mut carol).await, "alice> and live");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_senders_on_two_nodes_are_seen_in_one_order_everywhere() {
+    const EACH: usize = 200;
+    let redis = Redis::on_socket();
+    let (a, b) = (redis.node(), redis.node());
+    let mut watchers = vec![named(&a, "wa").await, named(&b, "wb").await];
+    let mut sa = named(&a, "sa").await;
+    let mut sb = named(&b, "sb").await;
+    let send = |mut c: Client, tag: &'static str| {
+        tokio::spawn(async move {
+            let mut burst = String::new();
+            for i in 0..EACH {
+                burst.push_str(&format!("{tag} {i}\n"));
+            }
+            c.send_raw(burst.as_bytes()).await;
+            c
+        })
+    };
+    let (ta, tb) = (send(sa, "from-a"), send(sb, "from-b"));
+    let mut seen = Vec::new();
+    for w in &mut watchers {
+        let mut lines = Vec::with_capacity(2 * EACH);
+        while lines.len() < 2 * EACH {
+            let line = next_chat(w).await;
+            if line.starts_with("sa> ") || line.starts_with("sb> ") {
+                lines.push(line);
+            }
+        }
+        seen.push(lines);
+    }
+    sa = ta.await.unwrap();
+    sb = tb.await.unwrap();
+    assert_eq!(seen[0], seen[1], "both nodes deliver one order");
+    // Each sender's lines in its own order, none missing.
+    for (nick, tag) in [("sa", "from-a"), ("sb", "from-b")] {
+        let mine: Vec<&String> = seen[0]
+            .iter()
+            .filter(|l| l.starts_with(&format!("{nick}> ")))
+            .collect();
+        let want: Vec<String> = (0..EACH).map(|i| format!("{nick}> {tag} {i}")).collect();
+        assert_eq!(mine.len(), EACH);
+        assert!(mine.iter().zip(&want).all(|(a, b)| *a == b), "{nick}");
+    }
+    // The senders, too, get each other's lines, in the same order.
+    let from_b = chat_from(&mut sa, "sb", EACH).await;
+    let expected: Vec<String> = seen[0]
+        .iter()
+        .filter(|l| l.starts_with("sb> "))
+        .cloned()
+        .collect();
+    assert_eq!(from_b, expected);
+    drop(sb);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nick_claimed_at_once_on_two_nodes_goes_to_exactly_one() {
+    let redis = Redis::on_tcp();
+    let (a, b) = (redis.node(), redis.node());
+    let mut x = Client::connect(a.addr).await;
+    let mut y = Client::connect(b.addr).await;
+    x.greeted().await;
+    y.greeted().await;
+    for round in 0..10 {
+        let (lower, upper) = (format!("alice{round}"), format!("ALICE{round}"));
+        let (to_x, to_y) = (format!("/nick {lower}"), format!("/nick {upper}"));
+        tokio::join!(x.send(&to_x), y.send(&to_y));
+        let renamed_or_refused =
+            |l: &str| l.contains("is now known as") || l.contains("already in use");
+        let gx = x.wait_for("an answer", renamed_or_refused).await;
+        let gy = y.wait_for("an answer", renamed_or_refused).await;
+        let won = [&gx, &gy]
+            .iter()
+            .filter(|l| l.contains("is now known as"))
+            .count();
+        assert_eq!(won, 1, "round {round}: {gx:?} / {gy:?}");
+        // The winner moves on, freeing the name for the next round's test
+        // of release: the loser can now take it.
+        let (winner, loser, name) = if gx.contains("is now known as") {
+            (&mut x, &mut y, upper)
+        } else {
+            (&mut y, &mut x, lower)
+        };
+        winner.send(&format!("/nick w{round}")).await;
+        winner
+            .wait_for("the move", |l| {
+                l.ends_with(&format!("is now known as w{round}"))
+            })
+            .await;
+        take_once_free(loser, &name).await;
+        loser.send(&format!("/nick l{round}")).await;
+        loser
+            .wait_for("the move", |l| {
+                l.ends_with(&format!("is now known as l{round}"))
+            })
+            .await;
+    }
+    // A nick held on A is refused on B, and freed when its owner leaves.
+    let mut held = named(&a, "Holder").await;
+    y.send("/nick holder").await;
+    y.expect_suffix("already in use; pick another").await;
+    held.send("/quit").await;
+    held.until_eof().await;
+    take_once_free(&mut y, "holder").await;
+}
+
+/// Asks for `nick` until it is granted: a claim is released in the
+/// background just after its owner moves on, within a moment.
+async fn take_once_free(c: &mut Client, nick: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        c.send(&format!("/nick {nick}")).await;
+        let l = c
+            .wait_for("an answer", |l| {
+                l.contains(&format!("is now known as {nick}")) || l.contains("already in use")
+            })
+            .await;
+        if l.contains("is now known as") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{nick} was never released");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_redis_refuses_to_start_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing: PathBuf = dir.path().join("nobody.sock");
+    let out = Command::new(env!("CARGO_BIN_EXE_rchat"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--cluster"])
+        .arg(format!("redis+unix://{}", missing.display()))
+        .output()
+        .expect("rchat serve runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach the cluster's Redis"), "{err}");
+    let _ = Path::new(&missing);
+}
