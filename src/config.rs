@@ -96,6 +96,12 @@ pub struct ServerConfig {
     /// Seconds of silence on a connection before the kernel probes whether
     /// its peer is still there (TCP keepalive); 0: no probes.
     pub tcp_keepalive_secs: u64,
+    /// The kernel's send buffer of each connection, in bytes (`SO_SNDBUF`;
+    /// Linux doubles it); 0 leaves it to the kernel's autotuning, which
+    /// grows it to several MiB for a client that stops reading, so that
+    /// such a client holds that much kernel memory and is evicted only
+    /// once that, too, is full.
+    pub socket_send_buffer: usize,
     /// Milliseconds a new connection is given to send a JSON hello before
     /// it is greeted as a person in text mode.
     pub hello_wait_ms: u64,
@@ -249,6 +255,11 @@ pub struct ServeFlags {
     #[arg(long, value_name = "SECS")]
     #[serde(rename = "tcp_keepalive_secs", skip_serializing_if = "Option::is_none")]
     pub tcp_keepalive: Option<u64>,
+    /// The kernel's send buffer per connection, in bytes; 0 for the
+    /// kernel's autotuning. [default: 262144]
+    #[arg(long, value_name = "BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_send_buffer: Option<usize>,
     /// Milliseconds to wait for a program's JSON hello before greeting a
     /// person in text mode. [default: 300]
     #[arg(long, value_name = "MS")]
@@ -358,6 +369,7 @@ impl Default for ServerConfig {
             register_timeout_secs: 20,
             idle_timeout_secs: 0,
             tcp_keepalive_secs: 60,
+            socket_send_buffer: 256 * 1024,
             hello_wait_ms: 300,
             close_timeout_secs: 3,
             ping_interval_secs: 30,
@@ -459,6 +471,11 @@ impl ServerConfig {
         }
         if self.max_sendq < 4 * self.max_line {
             return bad("max-sendq must be at least four times max-line");
+        }
+        if self.socket_send_buffer != 0 && !(4096..=64 << 20).contains(&self.socket_send_buffer) {
+            return bad(
+                "socket-send-buffer must be 0 (the kernel's) or from 4096 to 67108864 bytes",
+            );
         }
         if [
             self.handshake_timeout_secs,

@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the chat server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Join a server: full-screen on a terminal, line mode otherwise.
     Connect(ConnectArgs),
     /// Write a self-signed certificate and key for `serve --tls-cert/--tls-key`.
@@ -118,7 +118,7 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Connect(args) => connect(args),
         Command::GenCert(args) => gen_cert(args),
         Command::Bench(args) => {

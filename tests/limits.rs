@@ -325,3 +325,58 @@ async fn tcp_keepalive_is_on_for_text_connections_and_can_be_turned_off() {
         srv.stop().await;
     }
 }
+
+/// Bytes of ~1 KB chat lines alice sends to a room with a reader that
+/// never reads, until bob (who reads everything) sees it evicted.
+async fn bytes_until_evicted(socket_send_buffer: usize) -> usize {
+    let srv = TestServer::with(ServerConfig {
+        max_sendq: 64 * 1024,
+        socket_send_buffer,
+        flood_rate: 0,
+        max_per_ip: 0,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut alice = srv.named("alice").await;
+    let mut bob = srv.named("bob").await;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut slow = Client::over(Box::new(sock.connect(srv.addr).await.unwrap()));
+    slow.greeted().await;
+    let notice = format!(
+        "* {} was disconnected (send queue full: client too slow)",
+        slow.nick
+    );
+    let pad = "x".repeat(1000);
+    let mut sent = 0;
+    // Bounded: 8 MiB, past any kernel's autotuned buffer.
+    for i in 0..8192 {
+        let line = format!("{i} {pad}");
+        alice.send(&line).await;
+        sent += line.len() + 1;
+        // Bob reads up to alice's line: lock-step, so only the slow reader
+        // falls behind.
+        loop {
+            let l = bob.line().await;
+            if l == notice {
+                srv.stop().await;
+                return sent;
+            }
+            if l == format!("alice> {line}") {
+                break;
+            }
+        }
+    }
+    panic!("never evicted after {sent} bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stops_is_evicted_once_its_queue_and_a_bounded_socket_buffer_fill() {
+    // 64 KiB of queue, 32 KiB of send buffer (the kernel doubles it), 4 KiB
+    // of receive buffer (doubled too), plus what is in flight: well under
+    // 256 KiB. Left to the kernel's autotuning (`socket_send_buffer = 0`),
+    // the same client holds several MiB on a stock Linux (tcp_wmem's
+    // maximum is 4 MiB) before the queue even starts to fill.
+    let bounded = bytes_until_evicted(32 * 1024).await;
+    assert!(bounded < 256 * 1024, "evicted only after {bounded} bytes");
+}

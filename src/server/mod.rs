@@ -413,6 +413,12 @@ impl Acceptor {
                 }
             };
             let _ = socket.set_nodelay(true);
+            if self.config.socket_send_buffer > 0 {
+                // Bounds what a client that stops reading holds in the
+                // kernel, and so how soon its send queue overflows.
+                let _ = socket2::SockRef::from(&socket)
+                    .set_send_buffer_size(self.config.socket_send_buffer);
+            }
             if self.config.tcp_keepalive_secs > 0 {
                 // Find peers that vanished without a FIN or RST (a laptop
                 // lid closed, a NAT entry dropped), so their slots are freed.
