@@ -152,6 +152,55 @@ async fn chat_crosses_nodes_both_ways_and_a_late_joiner_is_replayed_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_messages_reach_a_nick_on_any_node_and_an_unknown_nick_is_an_error() {
+    let redis = Redis::on_socket();
+    let (a, b) = (redis.node(), redis.node());
+    let mut alice = named(&a, "alice").await;
+    let mut bob = named(&b, "bob").await;
+    alice.send("/msg BOB psst, across nodes").await;
+    bob.wait_for("the private message", |l| {
+        l == "[private] alice> psst, across nodes"
+    })
+    .await;
+    bob.send("/msg alice right back").await;
+    alice
+        .wait_for("the reply", |l| l == "[private] bob> right back")
+        .await;
+    alice.send("/msg zed anyone?").await;
+    alice
+        .wait_for("the error", |l| {
+            l == "* error: no one called zed is connected"
+        })
+        .await;
+    // Once bob has left, his nick is free (someone else can take it and
+    // move on) and reaches no one.
+    bob.send("/quit").await;
+    bob.until_eof().await;
+    let mut carol = Client::connect(a.addr).await;
+    carol.greeted().await;
+    take_once_free(&mut carol, "bob").await;
+    carol.send("/nick carol").await;
+    carol.expect_suffix("is now known as carol").await;
+    // The claim on "bob" is released just after carol moves on: until
+    // then a message to bob goes to node A and finds no one. A message to
+    // herself marks the end of each try.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        alice.send("/msg bob still there?").await;
+        alice.send("/msg alice marker").await;
+        let l = alice
+            .wait_for("an answer", |l| {
+                l == "* error: no one called bob is connected" || l == "[private] alice> marker"
+            })
+            .await;
+        if l.starts_with("* error") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bob's nick was never freed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_senders_on_two_nodes_are_seen_in_one_order_everywhere() {
     const EACH: usize = 200;
     let redis = Redis::on_socket();

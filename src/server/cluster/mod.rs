@@ -56,6 +56,22 @@ end
 return seq
 "#;
 
+/// Sends a private message to the node that holds the nick `KEYS[1]`
+/// claims: appends it to that node's inbox stream. 0 if no one holds it.
+const PRIVATE: &str = r#"
+local owner = redis.call('GET', KEYS[1])
+if not owner then return 0 end
+local node = string.match(owner, '^([^/]+)/')
+if not node then return 0 end
+redis.call('XADD', 'rchat:node:' .. node .. ':inbox', 'MAXLEN', '~', ARGV[5], '*',
+  'f', ARGV[1], 'to', ARGV[2], 't', ARGV[3], 'ts', ARGV[4])
+return 1
+"#;
+
+/// Private messages kept in a node's inbox stream; its reader takes them
+/// at once, so this bounds only what waits for a node that is gone.
+const INBOX_KEPT: u64 = 10_000;
+
 /// Deletes a nick's claim only if `ARGV[1]` still owns it.
 const RELEASE: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -91,6 +107,7 @@ pub struct Cluster {
     node: String,
     append: Script,
     release: Script,
+    private: Script,
     /// Entries kept per room stream (0: all).
     max_per_room: u64,
 }
@@ -149,6 +166,7 @@ impl Cluster {
             node,
             append: Script::new(APPEND),
             release: Script::new(RELEASE),
+            private: Script::new(PRIVATE),
             max_per_room: max_per_room.unwrap_or(0),
         })
     }
@@ -200,6 +218,33 @@ impl Cluster {
             .invoke_async(&mut self.cmd.clone())
             .await?;
         Ok(Placed { seq, ts_ms })
+    }
+
+    /// Sends a private message to whoever holds `to`, on whichever node;
+    /// `false` if no one in the cluster has that nick.
+    pub async fn send_private(
+        &self,
+        from: &Nick,
+        to: &str,
+        text: &str,
+    ) -> Result<bool, ClusterError> {
+        let sent: i64 = self
+            .private
+            .key(format!("rchat:nick:{}", to.to_ascii_lowercase()))
+            .arg(from.as_str())
+            .arg(to)
+            .arg(text)
+            .arg(now_ms())
+            .arg(INBOX_KEPT)
+            .invoke_async(&mut self.cmd.clone())
+            .await?;
+        Ok(sent == 1)
+    }
+
+    /// This node's inbox: private messages sent to its members from other
+    /// nodes.
+    pub fn inbox(&self) -> String {
+        format!("rchat:node:{}:inbox", self.node)
     }
 
     /// Claims `nick` for `owner`, cluster-wide; `false` if someone holds

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{Cluster, ClusterError};
+use crate::names::Nick;
 use crate::server::hub::{Hub, MemberId};
 use crate::store::redis::{entry_message, keys};
 
@@ -38,8 +39,11 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub fn spawn(cluster: Arc<Cluster>, hub: Arc<Hub>, stop: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = BACKOFF_MIN;
+        // The inbox is new with the node's id: read from its start, and on
+        // after the last entry taken.
+        let mut inbox_last = "0-0".to_string();
         loop {
-            match follow(&cluster, &hub, &stop, &mut backoff).await {
+            match follow(&cluster, &hub, &stop, &mut backoff, &mut inbox_last).await {
                 Ok(()) => return,
                 Err(e) => warn!(error = %e, "the cluster reader lost Redis; reconnecting"),
             }
@@ -58,6 +62,7 @@ async fn follow(
     hub: &Hub,
     stop: &CancellationToken,
     backoff: &mut Duration,
+    inbox_last: &mut String,
 ) -> Result<(), ClusterError> {
     let config = AsyncConnectionConfig::new()
         .set_response_timeout(None)
@@ -79,21 +84,18 @@ async fn follow(
         tokio::pin!(created);
         created.as_mut().enable();
         let rooms = hub.live_rooms();
-        if rooms.is_empty() {
-            tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                _ = &mut created => continue,
-            }
-        }
+        let inbox = cluster.inbox();
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("COUNT")
             .arg(COUNT)
             .arg("BLOCK")
             .arg(BLOCK.as_millis() as u64)
-            .arg("STREAMS");
+            .arg("STREAMS")
+            .arg(&inbox);
         for (key, _) in &rooms {
             cmd.arg(keys::log(key));
         }
+        cmd.arg(inbox_last.as_str());
         for (_, seq) in &rooms {
             cmd.arg(format!("{seq}-0"));
         }
@@ -121,6 +123,13 @@ async fn follow(
             }
         };
         for stream in reply.map(|r| r.keys).unwrap_or_default() {
+            if stream.key == inbox {
+                for entry in &stream.ids {
+                    deliver_private(hub, entry);
+                    *inbox_last = entry.id.clone();
+                }
+                continue;
+            }
             let Some(room_key) = stream
                 .key
                 .strip_prefix("rchat:room:")
@@ -139,6 +148,21 @@ async fn follow(
             }
         }
     }
+}
+
+/// Hands a private message from another node to its addressee here, if it
+/// is still here.
+fn deliver_private(hub: &Hub, entry: &redis::streams::StreamId) {
+    let (Some(from), Some(to), Some(text), Some(ts_ms)) = (
+        entry.get::<String>("f"),
+        entry.get::<String>("to"),
+        entry.get::<String>("t"),
+        entry.get::<u64>("ts"),
+    ) else {
+        return;
+    };
+    let Ok(from) = Nick::parse(&from) else { return };
+    hub.deliver_private(from, &to, &text, ts_ms);
 }
 
 /// Cuts the reader's blocked `XREAD` short, so that its next read covers a

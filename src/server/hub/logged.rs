@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use super::{key_of, Hub, HubError, MemberId};
-use crate::event::Envelope;
+use crate::event::{Envelope, Event};
 use crate::names::{Nick, RoomName};
 use crate::server::outbox::{Outbox, Outgoing};
 use crate::store::StoredMessage;
@@ -65,6 +65,37 @@ impl Hub {
     /// Notified whenever a room comes to life.
     pub fn rooms_created(&self) -> &Notify {
         &self.created
+    }
+
+    /// Whether someone on this node has `nick` (ignoring case).
+    pub fn is_here(&self, nick: &str) -> bool {
+        self.lock().nicks.contains_key(&nick.to_ascii_lowercase())
+    }
+
+    /// Delivers a private message that came from another node to `to`,
+    /// if it is still here; `false` if not.
+    pub fn deliver_private(&self, from: Nick, to: &str, text: &str, ts_ms: u64) -> bool {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(&target) = st.nicks.get(&to.to_ascii_lowercase()) else {
+            return false;
+        };
+        let Some((to_nick, outbox)) = st
+            .members
+            .get(&target)
+            .map(|m| (m.nick.clone(), m.outbox.clone()))
+        else {
+            return false;
+        };
+        let env = Envelope::new(Event::Private {
+            from,
+            to: to_nick,
+            ts_ms,
+            text: text.into(),
+        });
+        st.deliver(target, &outbox, &env);
+        self.settle(st);
+        true
     }
 
     /// Tells the room's members on this node a message placed in the

@@ -189,11 +189,16 @@ impl<'a> Dispatcher<'a> {
                 }
             }
             Request::Msg { to, text } => match self.clean_text(&text) {
-                Ok(text) => self
-                    .hub
-                    .private(self.id, &to, &text)
-                    .map(|_| Reply::Sent)
-                    .into(),
+                Ok(text) => match self.link {
+                    Some(link) if !self.hub.is_here(&to) => {
+                        return self.private_in_cluster(link, to, text)
+                    }
+                    _ => self
+                        .hub
+                        .private(self.id, &to, &text)
+                        .map(|_| Reply::Sent)
+                        .into(),
+                },
                 Err(e) => Reply::Failed(e),
             },
             Request::Join { room, leaving } => {
@@ -304,6 +309,25 @@ impl<'a> Dispatcher<'a> {
                 }
             }
             Reply::Posted(posted)
+        }))
+    }
+
+    /// A private message to a nick not on this node: to the node that
+    /// holds it, through that node's inbox.
+    fn private_in_cluster(&self, link: &Arc<Link>, to: String, text: String) -> Outcome {
+        let from = match self.hub.nick(self.id) {
+            Ok(from) => from,
+            Err(e) => return Outcome::Now(Reply::Failed(Failure::Hub(e))),
+        };
+        let link = link.clone();
+        Outcome::Wait(Box::pin(async move {
+            match link.cluster.send_private(&from, &to, &text).await {
+                Ok(true) => Reply::Sent,
+                Ok(false) => Reply::Failed(Failure::Hub(HubError::NoSuchNick(to))),
+                Err(e) => Reply::Failed(Failure::Unavailable(format!(
+                    "the message was not sent: {e}"
+                ))),
+            }
         }))
     }
 
