@@ -380,3 +380,62 @@ async fn a_reader_that_stops_is_evicted_once_its_queue_and_a_bounded_socket_buff
     let bounded = bytes_until_evicted(32 * 1024).await;
     assert!(bounded < 256 * 1024, "evicted only after {bounded} bytes");
 }
+
+/// A history page costs a token per 50 messages: `/history 500` is ten
+/// lines' worth, so a client cannot have the server read and send
+/// thousands of messages a second for a few short lines.
+#[tokio::test]
+async fn big_history_pages_cost_more_of_the_flood_budget_in_both_protocols() {
+    // Rate 1 per second: nothing refills noticeably during the test.
+    let srv = TestServer::with(ServerConfig {
+        history: rchat::config::HistoryMode::Memory,
+        ..flood(1, 20, 0)
+    })
+    .await;
+    let mut text = srv.client().await;
+    // Twenty tokens: two pages of 500 (ten each) pass, a third is refused.
+    text.send_raw(b"/history 500\n/history 500\n/history 500\n")
+        .await;
+    for _ in 0..2 {
+        text.expect("* no history in lobby yet").await;
+    }
+    let refusal = text.line().await;
+    assert!(
+        refusal.starts_with("* error: flood control: you are sending too fast"),
+        "{refusal}"
+    );
+    // The default page of 20 costs one token, like any line.
+    let mut cheap = srv.client().await;
+    let pages: String = (0..20).map(|_| "/history\n").collect();
+    cheap.send_raw(pages.as_bytes()).await;
+    for _ in 0..20 {
+        cheap.expect("* no history in lobby yet").await;
+    }
+
+    let mut json = Client::connect(srv.addr).await;
+    json.send(HELLO).await;
+    json.wait_for("the room", |l| l.contains("\"room_state\""))
+        .await;
+    let page = |id: &str| format!(r#"{{"type":"history","id":"{id}","room":"lobby","limit":500}}"#);
+    json.send(&page("h1")).await;
+    json.send(&page("h2")).await;
+    json.send(&page("h3")).await;
+    let mut answers = Vec::new();
+    while answers.len() < 3 {
+        let line = json.line().await;
+        match json::decode_server(line.as_bytes()).expect("JSON") {
+            ServerMsg::History { id: Some(id), .. } => answers.push(format!("ok {id}")),
+            ServerMsg::Error {
+                id: Some(id),
+                code: ErrorCode::RateLimited,
+                retry_after_ms: Some(_),
+                ..
+            } => answers.push(format!("refused {id}")),
+            _ => {}
+        }
+    }
+    // Pages are answered when read; the refusal at once.
+    answers.sort();
+    assert_eq!(answers, ["ok h1", "ok h2", "refused h3"]);
+    srv.stop().await;
+}

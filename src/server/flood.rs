@@ -62,11 +62,27 @@ impl Flood {
 
     /// Takes a token for one line sent at `now`.
     pub fn check(&mut self, now: Instant) -> Verdict {
+        self.take(now, 1.0)
+    }
+
+    /// Takes `extra` more tokens for a line that costs more than one (it
+    /// has already paid its one at [`Flood::check`]), at most what the
+    /// burst allows, so that every request can pass when the bucket is
+    /// full. A refusal counts towards the kick like any other.
+    pub fn charge(&mut self, now: Instant, extra: u32) -> Verdict {
+        let extra = f64::from(extra).min(self.burst - 1.0);
+        if extra <= 0.0 {
+            return Verdict::Pass;
+        }
+        self.take(now, extra)
+    }
+
+    fn take(&mut self, now: Instant, cost: f64) -> Verdict {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.tokens >= cost {
+            self.tokens -= cost;
             return Verdict::Pass;
         }
         if now.saturating_duration_since(self.window_start) > self.window {
@@ -77,7 +93,7 @@ impl Flood {
         if self.kick_after > 0 && self.refusals >= self.kick_after {
             return Verdict::Kick;
         }
-        let missing = 1.0 - self.tokens;
+        let missing = cost - self.tokens;
         // Rounded up to the millisecond, so a client that waits exactly
         // this long is not refused again.
         let ms = (missing / self.rate * 1000.0).ceil().max(1.0);
@@ -87,9 +103,52 @@ impl Flood {
     }
 }
 
+/// Messages of history one flood token pays for. A history request makes
+/// the server read and send up to 500 messages for one short line, far
+/// more than a chat line costs it; without a price, a client within the
+/// line limit could have the server read and send thousands of messages a
+/// second for it. One token per 50 is what a chat line costs in a room of
+/// 50: `/history 500` takes 10 tokens, the default page of 20 or 50 one.
+pub const HISTORY_PER_TOKEN: usize = 50;
+
+/// The tokens a history request of `limit` messages costs beyond its line.
+pub fn history_extra(limit: usize) -> u32 {
+    u32::try_from(limit.saturating_sub(1) / HISTORY_PER_TOKEN).unwrap_or(u32::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_big_history_request_costs_more_and_never_more_than_a_burst() {
+        assert_eq!(history_extra(1), 0);
+        assert_eq!(history_extra(50), 0);
+        assert_eq!(history_extra(51), 1);
+        assert_eq!(history_extra(500), 9);
+        let now = Instant::now();
+        let mut f = Flood::from_config(&config(5, 20, 50), now).unwrap();
+        // A full bucket pays for /history 500 twice (10 tokens each).
+        for _ in 0..2 {
+            assert_eq!(f.check(now), Verdict::Pass);
+            assert_eq!(f.charge(now, history_extra(500)), Verdict::Pass);
+        }
+        assert_eq!(
+            f.check(now),
+            Verdict::Refuse {
+                retry_after: Duration::from_millis(200)
+            }
+        );
+        // Two seconds later: ten tokens, one for the line, nine more.
+        let later = now + Duration::from_secs(2);
+        assert_eq!(f.check(later), Verdict::Pass);
+        assert_eq!(f.charge(later, 9), Verdict::Pass);
+        // A small bucket caps the price, so the request can still pass.
+        let mut small = Flood::from_config(&config(1, 3, 50), now).unwrap();
+        assert_eq!(small.check(now), Verdict::Pass);
+        assert_eq!(small.charge(now, history_extra(500)), Verdict::Pass);
+        assert!(matches!(small.check(now), Verdict::Refuse { .. }));
+    }
 
     fn config(rate: u32, burst: u32, kick: u32) -> ServerConfig {
         ServerConfig {

@@ -25,7 +25,7 @@ use crate::proto::json::{self as wire, ClientMsg, ErrorCode, HistoryEntry, RoomI
 use crate::proto::line::Frame;
 use crate::proto::request::Request;
 use crate::server::access::Access;
-use crate::server::flood::{Flood, Verdict};
+use crate::server::flood::{history_extra, Flood, Verdict};
 use crate::server::hub::{Hub, HubError, Joined, MemberId, Posted};
 use crate::server::outbox::{Outbox, Outgoing};
 
@@ -357,35 +357,21 @@ impl JsonSession {
             awaiting_pong = false;
             let now = Instant::now();
             deadline = now + self.config.ping_interval();
-            if let (Some(Ok(frame)), Some(flood)) = (&frame, &mut self.flood) {
-                match flood.check(now) {
-                    Verdict::Pass => {}
-                    Verdict::Refuse { retry_after } => {
-                        let id = match frame {
-                            Frame::Line(line) => wire::decode_client(line)
-                                .ok()
-                                .and_then(|m| m.id().map(str::to_string)),
-                            Frame::TooLong => None,
-                        };
-                        let ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX);
-                        self.send(&ServerMsg::Error {
-                            id,
-                            code: ErrorCode::RateLimited,
-                            message: format!(
-                                "flood control: you are sending too fast; retry in {ms} ms"
-                            ),
-                            retry_after_ms: Some(ms),
-                        });
-                        continue;
-                    }
-                    Verdict::Kick => {
-                        self.send(&ServerMsg::Bye {
-                            reason: "excess flood: too many requests refused".into(),
-                        });
-                        self.leave(LeaveReason::Dropped("excess flood".into()));
-                        return;
-                    }
+            let verdict = match (&frame, &mut self.flood) {
+                (Some(Ok(_)), Some(flood)) => flood.check(now),
+                _ => Verdict::Pass,
+            };
+            if verdict != Verdict::Pass {
+                let id = || match &frame {
+                    Some(Ok(Frame::Line(line))) => wire::decode_client(line)
+                        .ok()
+                        .and_then(|m| m.id().map(str::to_string)),
+                    _ => None,
+                };
+                if matches!(self.flood_verdict(verdict, id), Flow::Quit) {
+                    return;
                 }
+                continue;
             }
             match frame {
                 None => {
@@ -436,8 +422,39 @@ impl JsonSession {
         }
     }
 
+    /// Tells the client about a flood refusal (with the request's `id`),
+    /// or says goodbye on a kick; `Quit` then.
+    fn flood_verdict(&mut self, verdict: Verdict, id: impl FnOnce() -> Option<String>) -> Flow {
+        match verdict {
+            Verdict::Pass => Flow::Continue,
+            Verdict::Refuse { retry_after } => {
+                let ms = u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX);
+                self.send(&ServerMsg::Error {
+                    id: id(),
+                    code: ErrorCode::RateLimited,
+                    message: format!("flood control: you are sending too fast; retry in {ms} ms"),
+                    retry_after_ms: Some(ms),
+                });
+                Flow::Continue
+            }
+            Verdict::Kick => {
+                self.send(&ServerMsg::Bye {
+                    reason: "excess flood: too many requests refused".into(),
+                });
+                self.leave(LeaveReason::Dropped("excess flood".into()));
+                Flow::Quit
+            }
+        }
+    }
+
     /// Runs a request and answers it, with `id` if it has one.
     async fn run(&mut self, id: Option<String>, request: Request) -> Flow {
+        if let (Request::History { limit, .. }, Some(flood)) = (&request, &mut self.flood) {
+            let verdict = flood.charge(Instant::now(), history_extra(*limit));
+            if verdict != Verdict::Pass {
+                return self.flood_verdict(verdict, || id);
+            }
+        }
         let dispatcher = Dispatcher::new(
             self.id,
             &self.hub,

@@ -36,7 +36,7 @@ use crate::proto::request::{Request, Token};
 use crate::proto::sanitize;
 use crate::proto::text::{self, Command, Input};
 use crate::proto::wording;
-use crate::server::flood::{Flood, Verdict};
+use crate::server::flood::{history_extra, Flood, Verdict};
 use crate::server::hub::{Hub, HubError, Joined, MemberId};
 use crate::server::outbox::{Outbox, Outgoing};
 
@@ -325,6 +325,19 @@ impl TextSession {
         let guard = self.guard.as_mut()?;
         let at = guard.read_at;
         let verdict = guard.flood.as_mut()?.check(at);
+        self.flood_verdict(verdict)
+    }
+
+    /// Charges a request that costs more than its line (a big history
+    /// page): `None` to handle it, or what to do instead.
+    fn flood_charge(&mut self, extra: u32) -> Option<Step> {
+        let guard = self.guard.as_mut()?;
+        let at = guard.read_at;
+        let verdict = guard.flood.as_mut()?.charge(at, extra);
+        self.flood_verdict(verdict)
+    }
+
+    fn flood_verdict(&mut self, verdict: Verdict) -> Option<Step> {
         match verdict {
             Verdict::Pass => None,
             Verdict::Refuse { retry_after } => {
@@ -498,6 +511,11 @@ impl TextSession {
     }
 
     fn request(&mut self, request: Request) -> Step {
+        if let Request::History { limit, .. } = &request {
+            if let Some(refused) = self.flood_charge(history_extra(*limit)) {
+                return refused;
+            }
+        }
         match self.dispatcher().dispatch(request) {
             Outcome::Now(reply) => self.reply(reply),
             Outcome::Wait(reply) | Outcome::Later(reply) => Step::Await(reply),
