@@ -9,8 +9,8 @@
 //!   over the limit, binary noise, a last line without its newline;
 //! - **flooder**: joins a steady room and sends far more than the flood
 //!   limit allows; it should be refused, then disconnected;
-//! - **slow**: joins a steady room, asks for `/history 500` four times a
-//!   second and never reads; the server should evict it;
+//! - **slow**: joins a steady room, asks for `/history 500` as often as
+//!   flood control allows and never reads; the server should evict it;
 //! - **abrupt**: resets the connection mid-line, sometimes before the TLS
 //!   handshake is done;
 //! - **stall**: over TLS, opens a connection and never finishes the
@@ -60,14 +60,17 @@ const FLOOD_LINES: usize = 150;
 const FLOOD_WAIT: Duration = Duration::from_secs(15);
 /// The receive buffer of a slow reader (as in `--slow`).
 const SLOW_RECV_BUFFER: u32 = 8 * 1024;
-/// How often a slow reader asks for history.
-const SLOW_ASK_EVERY: Duration = Duration::from_millis(250);
+/// How often a slow reader asks for a page of 500 messages: as often as
+/// the default flood limit allows (a page of 500 costs 10 tokens, which
+/// come back at 5 a second), so that it is never refused and draws the
+/// most it can, about 20 KB/s once the room's history is full.
+const SLOW_ASK_EVERY: Duration = Duration::from_millis(2100);
 /// Longest a slow reader waits to be evicted. The server holds up to
-/// `max_sendq` for it, and the kernel buffers several MiB more (its send
-/// buffer grows up to `net.ipv4.tcp_wmem`'s maximum, 4 MiB by default);
-/// once a room's history is full, a slow reader draws about 200 KB/s, so
-/// three minutes is many times what eviction needs, even on a machine
-/// whose cores are all busy.
+/// `max_sendq` (1 MiB) for it, and the kernel its socket buffers (the
+/// server's send buffer is 512 KiB by default, `socket_send_buffer`
+/// doubled); a slow reader draws about 20 KB/s once its room's history is
+/// full, so eviction takes about 80 s then, and three minutes leaves room
+/// for one that starts while the history is still short.
 pub(crate) const SLOW_LIFETIME: Duration = Duration::from_secs(180);
 
 /// What every chaos slot shares.
