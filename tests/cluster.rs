@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::served::Served;
 use common::Client;
+use rchat::proto::json::{self, ErrorCode, ServerMsg};
 
 /// A `redis-server` of the test's own, killed on drop.
 struct Redis {
@@ -149,6 +150,60 @@ async fn chat_crosses_nodes_both_ways_and_a_late_joiner_is_replayed_it() {
     carol.expect("* end of history").await;
     alice.send("and live").await;
     assert_eq!(next_chat(&mut carol).await, "alice> and live");
+}
+
+/// The next JSON message from the server that `want` accepts, skipping
+/// the others.
+async fn json_next(c: &mut Client, want: impl Fn(&ServerMsg) -> bool) -> ServerMsg {
+    loop {
+        let line = c.line().await;
+        let msg = json::decode_server(line.as_bytes()).expect("a JSON line");
+        if want(&msg) {
+            return msg;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_clients_get_the_clusters_seq_in_acks_and_messages() {
+    let redis = Redis::on_socket();
+    let (a, b) = (redis.node(), redis.node());
+    let mut bob = named(&b, "bob").await;
+    let mut js = Client::connect(a.addr).await;
+    js.send(r#"{"type":"hello","proto":"rchat","version":1,"nick":"jo","rooms":["lobby"]}"#)
+        .await;
+    json_next(&mut js, |m| matches!(m, ServerMsg::RoomState { .. })).await;
+    js.send(r#"{"type":"say","id":"s1","room":"lobby","text":"from json on A"}"#)
+        .await;
+    let ServerMsg::Ack {
+        seq: Some(first), ..
+    } = json_next(&mut js, |m| matches!(m, ServerMsg::Ack { .. })).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(next_chat(&mut bob).await, "jo> from json on A");
+    bob.send("from text on B").await;
+    let ServerMsg::Message {
+        seq, from, text, ..
+    } = json_next(&mut js, |m| matches!(m, ServerMsg::Message { .. })).await
+    else {
+        unreachable!()
+    };
+    assert_eq!((from.as_str(), text.as_str()), ("bob", "from text on B"));
+    assert_eq!(seq, first + 1, "one numbering for the room, across nodes");
+    // A JSON nick claim across nodes: bob's nick is taken.
+    js.send(r#"{"type":"nick","id":"n1","nick":"BOB"}"#).await;
+    let err = json_next(&mut js, |m| matches!(m, ServerMsg::Error { .. })).await;
+    assert!(
+        matches!(
+            err,
+            ServerMsg::Error {
+                code: ErrorCode::NickInUse,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
