@@ -207,6 +207,42 @@ async fn json_clients_get_the_clusters_seq_in_acks_and_messages() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_and_join_leave_and_rename_notices_are_cluster_wide() {
+    let redis = Redis::on_socket();
+    let (a, b) = (redis.node(), redis.node());
+    let mut alice = named(&a, "alice").await;
+    let mut bob = Client::connect(b.addr).await;
+    bob.greeted().await;
+    let guest = bob.nick.clone();
+    alice.expect(&format!("* {guest} joined lobby")).await;
+    bob.send("/nick bob").await;
+    bob.expect_suffix("is now known as bob").await;
+    alice
+        .expect(&format!("* {guest} is now known as bob"))
+        .await;
+    for c in [&mut alice, &mut bob] {
+        c.send("/who").await;
+        c.wait_for("the member list", |l| l == "* lobby (2): alice, bob")
+            .await;
+    }
+    bob.send("/join dev").await;
+    alice.expect("* bob left lobby").await;
+    alice.send("/join dev").await;
+    alice
+        .wait_for("the room", |l| l.starts_with("* you are now in dev"))
+        .await;
+    bob.wait_for("alice's join", |l| l == "* alice joined dev")
+        .await;
+    bob.send("/quit see you").await;
+    bob.until_eof().await;
+    alice.expect("* bob quit (see you)").await;
+    alice.send("/who").await;
+    alice
+        .wait_for("the member list", |l| l == "* dev (1): alice")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_messages_reach_a_nick_on_any_node_and_an_unknown_nick_is_an_error() {
     let redis = Redis::on_socket();
     let (a, b) = (redis.node(), redis.node());
@@ -317,6 +353,11 @@ async fn a_nick_claimed_at_once_on_two_nodes_goes_to_exactly_one() {
     let mut y = Client::connect(b.addr).await;
     x.greeted().await;
     y.greeted().await;
+    // Apart, so that neither sees the other's renames (which are told
+    // across nodes) and mistakes them for its own.
+    y.send("/join elsewhere").await;
+    y.wait_for("the move", |l| l.starts_with("* you are now in elsewhere"))
+        .await;
     for round in 0..10 {
         let (lower, upper) = (format!("alice{round}"), format!("ALICE{round}"));
         let (to_x, to_y) = (format!("/nick {lower}"), format!("/nick {upper}"));

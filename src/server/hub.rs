@@ -75,6 +75,7 @@ const RETIRED_KEPT: usize = 1024;
 
 #[path = "hub/logged.rs"]
 mod logged;
+pub use logged::{LiveRoom, Membership, MEMBERSHIP_QUEUE};
 
 /// Identifies one registered member for the lifetime of its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -325,6 +326,9 @@ struct Room {
     recent: VecDeque<Arc<Envelope>>,
     /// Join and leave notices not yet told (big rooms only).
     held: Held,
+    /// When the room came to life here, in ms since the epoch: a cluster
+    /// node tells its members of other nodes' joins and leaves from then.
+    since_ms: u64,
 }
 
 /// A big room's notices waiting to be told in one bundle.
@@ -356,6 +360,9 @@ struct State {
     private_seq: Option<u64>,
     /// Rooms emptied and removed, for checking reads made without the lock.
     retired: Retired,
+    /// Told of every join, leave and rename, when this node is part of a
+    /// cluster (see `logged.rs`); never waited on.
+    observer: Option<tokio::sync::mpsc::Sender<logged::Membership>>,
 }
 
 /// The shared chat state. Cheap to share: wrap in an `Arc`.
@@ -424,6 +431,7 @@ impl Hub {
             last_seq: 0,
             recent: VecDeque::new(),
             held: Held::default(),
+            since_ms: now_ms(),
         };
         let Some(log) = log else {
             return room;
@@ -725,6 +733,14 @@ impl Hub {
             old: old.clone(),
             new: new.clone(),
         });
+        st.observe(logged::Membership::Renamed {
+            old: old.clone(),
+            new: new.clone(),
+            rooms: rooms
+                .iter()
+                .filter_map(|k| st.rooms.get(k).map(|r| r.name.clone()))
+                .collect(),
+        });
         for (to, outbox) in audience {
             st.deliver(to, &outbox, &env);
         }
@@ -841,6 +857,10 @@ impl Hub {
             nick: nick.clone(),
         });
         st.announce(&key, env);
+        st.observe(logged::Membership::Joined {
+            room: room_name.clone(),
+            nick: nick.clone(),
+        });
         st.seat(&key, &nick, id, outbox);
         if let Some(m) = st.members.get_mut(&id) {
             m.rooms.push(key.clone());
@@ -1301,6 +1321,16 @@ impl State {
             return;
         };
         room.members.remove(&nick);
+        if let Some(observer) = &self.observer {
+            logged::tell(
+                observer,
+                logged::Membership::Left {
+                    room: room.name.clone(),
+                    nick: nick.clone(),
+                    reason: reason.clone(),
+                },
+            );
+        }
         if room.members.is_empty() {
             self.rooms.remove(room_key);
             self.retired.push(room_key);

@@ -150,6 +150,8 @@ pub struct Server {
     access: Arc<Access>,
     bans: Arc<Bans>,
     cluster: Option<Arc<Cluster>>,
+    /// The hub's membership changes, for the cluster's publisher.
+    membership: Option<mpsc::Receiver<hub::Membership>>,
 }
 
 impl Server {
@@ -192,10 +194,15 @@ impl Server {
             store_private: config.store_private,
         });
         let bans = Arc::new(Bans::load(store.as_ref().map(|s| s.store.clone())));
-        let hub = Arc::new(
-            Hub::with_history(HubLimits::from_config(&config), history)
-                .with_guard(access.clone(), bans.clone()),
-        );
+        let mut hub = Hub::with_history(HubLimits::from_config(&config), history)
+            .with_guard(access.clone(), bans.clone());
+        let mut membership = None;
+        if cluster.is_some() {
+            let (tx, rx) = mpsc::channel(hub::MEMBERSHIP_QUEUE);
+            hub = hub.with_observer(tx);
+            membership = Some(rx);
+        }
+        let hub = Arc::new(hub);
         Ok(Server {
             config: Arc::new(config),
             listeners,
@@ -205,6 +212,7 @@ impl Server {
             access,
             bans,
             cluster,
+            membership,
         })
     }
 
@@ -260,6 +268,9 @@ impl Server {
         tokio::spawn(tell_held_notices(self.hub.clone(), stop.clone()));
         if let Some(cluster) = &self.cluster {
             cluster::tail::spawn(cluster.clone(), self.hub.clone(), stop.clone());
+            if let Some(changes) = self.membership {
+                cluster::members::spawn_publisher(cluster.clone(), changes, stop.clone());
+            }
         }
 
         shutdown.await;

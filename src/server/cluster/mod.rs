@@ -20,6 +20,7 @@
 //! and private messages across nodes, and node failure (see
 //! docs/cluster.md).
 
+pub mod members;
 pub mod tail;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -296,7 +297,7 @@ impl Cluster {
     }
 
     /// The command connection, for the reader's `CLIENT UNBLOCK`.
-    fn commands(&self) -> ConnectionManager {
+    pub(crate) fn commands(&self) -> ConnectionManager {
         self.cmd.clone()
     }
 }

@@ -10,6 +10,7 @@
 //! on from the last seq the hub delivered in each room, so nothing is lost
 //! and nothing is told twice (the hub ignores a seq it has told).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{Cluster, ClusterError};
+use super::{members, Cluster, ClusterError};
 use crate::names::Nick;
 use crate::server::hub::{Hub, MemberId};
 use crate::store::redis::{entry_message, keys};
@@ -31,6 +32,11 @@ const BLOCK: Duration = Duration::from_secs(5);
 const OUTER: Duration = Duration::from_secs(8);
 /// Most entries read per room per round.
 const COUNT: usize = 512;
+/// How soon an unblock that found the read not yet blocked is tried again.
+const UNBLOCK_RETRY: Duration = Duration::from_millis(2);
+/// Unblocks tried per read; past them the new room waits for the block to
+/// end.
+const UNBLOCK_TRIES: u32 = 100;
 /// Back-off between reconnection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -42,8 +48,19 @@ pub fn spawn(cluster: Arc<Cluster>, hub: Arc<Hub>, stop: CancellationToken) -> J
         // The inbox is new with the node's id: read from its start, and on
         // after the last entry taken.
         let mut inbox_last = "0-0".to_string();
+        // Each live room's events stream, from when the room was first
+        // followed.
+        let mut events_last: HashMap<String, String> = HashMap::new();
         loop {
-            match follow(&cluster, &hub, &stop, &mut backoff, &mut inbox_last).await {
+            let read = follow(
+                &cluster,
+                &hub,
+                &stop,
+                &mut backoff,
+                &mut inbox_last,
+                &mut events_last,
+            );
+            match read.await {
                 Ok(()) => return,
                 Err(e) => warn!(error = %e, "the cluster reader lost Redis; reconnecting"),
             }
@@ -63,6 +80,7 @@ async fn follow(
     stop: &CancellationToken,
     backoff: &mut Duration,
     inbox_last: &mut String,
+    events_last: &mut HashMap<String, String>,
 ) -> Result<(), ClusterError> {
     let config = AsyncConnectionConfig::new()
         .set_response_timeout(None)
@@ -84,6 +102,12 @@ async fn follow(
         tokio::pin!(created);
         created.as_mut().enable();
         let rooms = hub.live_rooms();
+        events_last.retain(|key, _| rooms.iter().any(|r| &r.key == key));
+        for room in &rooms {
+            events_last
+                .entry(room.key.clone())
+                .or_insert_with(|| format!("{}-0", room.since_ms));
+        }
         let inbox = cluster.inbox();
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("COUNT")
@@ -92,25 +116,40 @@ async fn follow(
             .arg(BLOCK.as_millis() as u64)
             .arg("STREAMS")
             .arg(&inbox);
-        for (key, _) in &rooms {
-            cmd.arg(keys::log(key));
+        for room in &rooms {
+            cmd.arg(keys::log(&room.key))
+                .arg(members::events_key(&room.key));
         }
         cmd.arg(inbox_last.as_str());
-        for (_, seq) in &rooms {
-            cmd.arg(format!("{seq}-0"));
+        for room in &rooms {
+            cmd.arg(format!("{}-0", room.last_seq))
+                .arg(events_last.get(&room.key).map_or("$", String::as_str));
         }
         let read =
             tokio::time::timeout(OUTER, cmd.query_async::<Option<StreamReadReply>>(&mut conn));
         tokio::pin!(read);
         let mut poked = false;
+        let mut tries = 0;
         let reply = loop {
             tokio::select! {
+                // The read first: it must be on its way before it can be
+                // cut short.
+                biased;
                 r = &mut read => break r,
+                _ = stop.cancelled() => return Ok(()),
                 _ = &mut created, if !poked => {
                     poked = true;
-                    unblock(cluster, id).await;
                 }
-                _ = stop.cancelled() => return Ok(()),
+                // Until the read has really blocked in Redis, an unblock
+                // finds nothing to cut: try again shortly.
+                woke = unblock(cluster, id), if poked && tries < UNBLOCK_TRIES => {
+                    tries += 1;
+                    if woke {
+                        tries = UNBLOCK_TRIES;
+                    } else {
+                        tokio::time::sleep(UNBLOCK_RETRY).await;
+                    }
+                }
             }
         };
         let reply = match reply {
@@ -130,11 +169,19 @@ async fn follow(
                 }
                 continue;
             }
-            let Some(room_key) = stream
-                .key
-                .strip_prefix("rchat:room:")
-                .and_then(|k| k.strip_suffix(":log"))
-            else {
+            let Some(room) = stream.key.strip_prefix("rchat:room:") else {
+                continue;
+            };
+            if let Some(room_key) = room.strip_suffix(":events") {
+                for entry in &stream.ids {
+                    if let Some(event) = members::event_of(entry, cluster.node()) {
+                        hub.tell_remote(room_key, event);
+                    }
+                    events_last.insert(room_key.to_string(), entry.id.clone());
+                }
+                continue;
+            }
+            let Some(room_key) = room.strip_suffix(":log") else {
                 continue;
             };
             for entry in &stream.ids {
@@ -167,14 +214,18 @@ fn deliver_private(hub: &Hub, entry: &redis::streams::StreamId) {
 
 /// Cuts the reader's blocked `XREAD` short, so that its next read covers a
 /// room that just came to life. A failure only delays that room by one
-/// block.
-async fn unblock(cluster: &Cluster, reader: i64) {
+/// block. `true` if the read was cut short.
+async fn unblock(cluster: &Cluster, reader: i64) -> bool {
     let result: redis::RedisResult<i64> = redis::cmd("CLIENT")
         .arg("UNBLOCK")
         .arg(reader)
         .query_async(&mut cluster.commands())
         .await;
-    if let Err(e) = result {
-        warn!(error = %e, "cannot wake the cluster reader");
+    match result {
+        Ok(n) => n == 1,
+        Err(e) => {
+            warn!(error = %e, "cannot wake the cluster reader");
+            false
+        }
     }
 }

@@ -9,13 +9,61 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
+use tracing::warn;
 
 use super::{key_of, Hub, HubError, MemberId};
-use crate::event::{Envelope, Event};
+use crate::event::{Envelope, Event, LeaveReason};
 use crate::names::{Nick, RoomName};
 use crate::server::outbox::{Outbox, Outgoing};
 use crate::store::StoredMessage;
+
+/// A change in who is where, as a cluster's publisher needs it to keep
+/// the cluster's member lists and tell the other nodes.
+#[derive(Debug, Clone)]
+pub enum Membership {
+    Joined {
+        room: RoomName,
+        nick: Nick,
+    },
+    Left {
+        room: RoomName,
+        nick: Nick,
+        reason: LeaveReason,
+    },
+    Renamed {
+        old: Nick,
+        new: Nick,
+        rooms: Vec<RoomName>,
+    },
+}
+
+/// A room live on this node, as a cluster's reader follows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveRoom {
+    pub key: String,
+    pub last_seq: u64,
+    pub since_ms: u64,
+}
+
+/// Changes waiting for the publisher; past this they are dropped (and
+/// logged), never waited for under the lock.
+pub const MEMBERSHIP_QUEUE: usize = 4096;
+
+/// Hands a change to the publisher without waiting.
+pub(super) fn tell(observer: &mpsc::Sender<Membership>, change: Membership) {
+    if observer.try_send(change).is_err() {
+        warn!("the cluster's member lists are behind; a membership change was dropped");
+    }
+}
+
+impl super::State {
+    pub(super) fn observe(&self, change: Membership) {
+        if let Some(observer) = &self.observer {
+            tell(observer, change);
+        }
+    }
+}
 
 impl MemberId {
     /// The number behind the id, unique on this node while it runs.
@@ -31,6 +79,29 @@ impl MemberId {
 }
 
 impl Hub {
+    /// This hub, telling `observer` of every join, leave and rename.
+    pub fn with_observer(self, observer: mpsc::Sender<Membership>) -> Hub {
+        self.lock().observer = Some(observer);
+        self
+    }
+
+    /// Tells this node's members of a room about a join, leave or rename on
+    /// another node.
+    pub fn tell_remote(&self, room_key: &str, event: Event) {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        if !st.rooms.contains_key(room_key) {
+            return;
+        }
+        st.announce(room_key, Envelope::new(event));
+        self.settle(st);
+    }
+
+    /// The name of `room` as it is spelled here, if it is live here.
+    pub fn room_name(&self, room: &str) -> Option<RoomName> {
+        self.lock().rooms.get(&key_of(room)).map(|r| r.name.clone())
+    }
+
     /// [`Hub::connect_from`] under a nick chosen elsewhere (a cluster's
     /// guest nick, claimed in Redis first).
     pub fn connect_as(
@@ -52,13 +123,18 @@ impl Hub {
         Ok((from, target.name.clone()))
     }
 
-    /// Every live room's key and the seq of the last message its members
-    /// were told: where a cluster's reader goes on from.
-    pub fn live_rooms(&self) -> Vec<(String, u64)> {
+    /// Every live room: its key, the seq of the last message its members
+    /// were told, and when it came to life here (ms since the epoch):
+    /// where a cluster's reader goes on from.
+    pub fn live_rooms(&self) -> Vec<LiveRoom> {
         let st = self.lock();
         st.rooms
             .iter()
-            .map(|(key, room)| (key.clone(), room.last_seq))
+            .map(|(key, room)| LiveRoom {
+                key: key.clone(),
+                last_seq: room.last_seq,
+                since_ms: room.since_ms,
+            })
             .collect()
     }
 
@@ -163,7 +239,13 @@ mod tests {
         let confirm = |_: &super::super::Joined| Outgoing::Raw("in\n".into());
         hub.join(a, "Dev", confirm).unwrap();
         hub.join(b, "dev", confirm).unwrap();
-        assert_eq!(hub.live_rooms(), vec![("dev".to_string(), 0)]);
+        let seqs = |hub: &Hub| -> Vec<(String, u64)> {
+            hub.live_rooms()
+                .into_iter()
+                .map(|r| (r.key, r.last_seq))
+                .collect()
+        };
+        assert_eq!(seqs(&hub), vec![("dev".to_string(), 0)]);
         assert!(hub.speaker_of(a, "DEV").is_ok());
         assert!(matches!(
             hub.speaker_of(a, "other"),
@@ -175,7 +257,7 @@ mod tests {
         hub.deliver_logged(&msg("Dev", 2, "two again"), None);
         hub.deliver_logged(&msg("Dev", 1, "one again"), None);
         hub.deliver_logged(&msg("elsewhere", 3, "not here"), None);
-        assert_eq!(hub.live_rooms(), vec![("dev".to_string(), 2)]);
+        assert_eq!(seqs(&hub), vec![("dev".to_string(), 2)]);
 
         let texts = |outbox: &Outbox| -> Vec<String> {
             outbox

@@ -30,6 +30,7 @@ use crate::server::hub::{HistoryPage, Hub, HubError, Joined, MemberId, Posted};
 use crate::server::outbox::Outgoing;
 
 use super::link::Link;
+use crate::server::cluster::members;
 
 /// A request's answer, in no wire format.
 #[derive(Debug)]
@@ -229,11 +230,14 @@ impl<'a> Dispatcher<'a> {
                     .into(),
             },
             Request::Rooms => Reply::Rooms(self.hub.rooms()),
-            Request::Who { room } => self
-                .hub
-                .who(&room)
-                .map(|(room, members)| Reply::Who(room, members))
-                .into(),
+            Request::Who { room } => match self.link {
+                Some(link) => return self.who_in_cluster(link, room),
+                None => self
+                    .hub
+                    .who(&room)
+                    .map(|(room, members)| Reply::Who(room, members))
+                    .into(),
+            },
             Request::History {
                 room,
                 before,
@@ -326,6 +330,29 @@ impl<'a> Dispatcher<'a> {
                 Ok(false) => Reply::Failed(Failure::Hub(HubError::NoSuchNick(to))),
                 Err(e) => Reply::Failed(Failure::Unavailable(format!(
                     "the message was not sent: {e}"
+                ))),
+            }
+        }))
+    }
+
+    /// The members of a room on every node of the cluster.
+    fn who_in_cluster(&self, link: &Arc<Link>, room: String) -> Outcome {
+        let (hub, link) = (self.hub.clone(), link.clone());
+        Outcome::Wait(Box::pin(async move {
+            let name = match hub.room_name(&room) {
+                Some(name) => name,
+                None => match RoomName::parse(&room) {
+                    Ok(name) => name,
+                    Err(e) => return Reply::Failed(Failure::Hub(e.into())),
+                },
+            };
+            match members::who(&link.cluster, &name.key()).await {
+                Ok(nicks) if nicks.is_empty() => {
+                    Reply::Failed(Failure::Hub(HubError::NoSuchRoom(room)))
+                }
+                Ok(nicks) => Reply::Who(name, nicks),
+                Err(e) => Reply::Failed(Failure::Unavailable(format!(
+                    "cannot list the room's members: {e}"
                 ))),
             }
         }))

@@ -1,0 +1,177 @@
+//! Who is where, cluster-wide: each node keeps its own members in the
+//! rooms' member hashes (`rchat:room:ROOM:members`, nick key → nick) and
+//! tells the other nodes of joins, leaves and renames through each room's
+//! events stream (`rchat:room:ROOM:events`), which their readers turn into
+//! the usual notices.
+//!
+//! The hub hands every change to a bounded queue under its lock, without
+//! waiting; the publisher here writes them to Redis in order. Notices are
+//! best effort: a change written while a node's reader was reconnecting
+//! may be told late, and one dropped from a full queue is not told.
+
+use std::sync::Arc;
+
+use redis::streams::StreamId;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::{Cluster, ClusterError};
+use crate::event::{Event, LeaveReason};
+use crate::names::{Nick, RoomName};
+use crate::server::hub::Membership;
+
+/// Events kept per room stream: only new ones are read, so this bounds
+/// only memory.
+const EVENTS_KEPT: u64 = 1000;
+
+pub fn members_key(room_key: &str) -> String {
+    format!("rchat:room:{room_key}:members")
+}
+
+pub fn events_key(room_key: &str) -> String {
+    format!("rchat:room:{room_key}:events")
+}
+
+/// Starts the publisher of this node's membership changes.
+pub fn spawn_publisher(
+    cluster: Arc<Cluster>,
+    mut changes: mpsc::Receiver<Membership>,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let change = tokio::select! {
+                _ = stop.cancelled() => return,
+                change = changes.recv() => match change {
+                    Some(change) => change,
+                    None => return,
+                },
+            };
+            if let Err(e) = publish(&cluster, &change).await {
+                warn!(error = %e, "cannot update the cluster's member lists");
+            }
+        }
+    })
+}
+
+async fn publish(cluster: &Cluster, change: &Membership) -> Result<(), ClusterError> {
+    let mut pipe = redis::pipe();
+    let node = cluster.node();
+    let xadd = |room: &RoomName| -> redis::Cmd {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(events_key(&room.key()))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(EVENTS_KEPT)
+            .arg("*")
+            .arg("o")
+            .arg(node)
+            .arg("r")
+            .arg(room.as_str());
+        cmd
+    };
+    match change {
+        Membership::Joined { room, nick } => {
+            pipe.cmd("HSET")
+                .arg(members_key(&room.key()))
+                .arg(nick.key())
+                .arg(nick.as_str())
+                .ignore();
+            let mut add = xadd(room);
+            add.arg("k").arg("join").arg("n").arg(nick.as_str());
+            pipe.add_command(add).ignore();
+        }
+        Membership::Left { room, nick, reason } => {
+            pipe.cmd("HDEL")
+                .arg(members_key(&room.key()))
+                .arg(nick.key())
+                .ignore();
+            let (kind, text, by) = match reason {
+                LeaveReason::Part => ("part", None, None),
+                LeaveReason::Quit(why) => ("quit", why.as_deref(), None),
+                LeaveReason::Dropped(why) => ("dropped", Some(&**why), None),
+                LeaveReason::Kicked { by, reason } => ("kicked", reason.as_deref(), Some(by)),
+            };
+            let mut add = xadd(room);
+            add.arg("k")
+                .arg("leave")
+                .arg("n")
+                .arg(nick.as_str())
+                .arg("why")
+                .arg(kind);
+            if let Some(text) = text {
+                add.arg("t").arg(text);
+            }
+            if let Some(by) = by {
+                add.arg("by").arg(by.as_str());
+            }
+            pipe.add_command(add).ignore();
+        }
+        Membership::Renamed { old, new, rooms } => {
+            for room in rooms {
+                let key = members_key(&room.key());
+                pipe.cmd("HDEL").arg(&key).arg(old.key()).ignore();
+                pipe.cmd("HSET")
+                    .arg(&key)
+                    .arg(new.key())
+                    .arg(new.as_str())
+                    .ignore();
+                let mut add = xadd(room);
+                add.arg("k")
+                    .arg("rename")
+                    .arg("n")
+                    .arg(new.as_str())
+                    .arg("old")
+                    .arg(old.as_str());
+                pipe.add_command(add).ignore();
+            }
+        }
+    }
+    let () = pipe.query_async(&mut cluster.commands()).await?;
+    Ok(())
+}
+
+/// Every member of a room, on every node, sorted ignoring case.
+pub async fn who(cluster: &Cluster, room_key: &str) -> Result<Vec<Nick>, ClusterError> {
+    let names: Vec<String> = redis::cmd("HVALS")
+        .arg(members_key(room_key))
+        .query_async(&mut cluster.commands())
+        .await?;
+    let mut nicks: Vec<Nick> = names.iter().filter_map(|n| Nick::parse(n).ok()).collect();
+    nicks.sort_by_key(|n| n.key());
+    Ok(nicks)
+}
+
+/// The notice an events entry from another node stands for; `None` for
+/// this node's own entries and for anything malformed.
+pub fn event_of(entry: &StreamId, this_node: &str) -> Option<Event> {
+    if entry.get::<String>("o").as_deref() == Some(this_node) {
+        return None;
+    }
+    let room = RoomName::parse(&entry.get::<String>("r")?).ok()?;
+    let nick = Nick::parse(&entry.get::<String>("n")?).ok()?;
+    match entry.get::<String>("k")?.as_str() {
+        "join" => Some(Event::Joined { room, nick }),
+        "rename" => Some(Event::Renamed {
+            old: Nick::parse(&entry.get::<String>("old")?).ok()?,
+            new: nick,
+        }),
+        "leave" => {
+            let text = entry.get::<String>("t").map(Arc::<str>::from);
+            let reason = match entry.get::<String>("why")?.as_str() {
+                "part" => LeaveReason::Part,
+                "quit" => LeaveReason::Quit(text),
+                "dropped" => LeaveReason::Dropped(text.unwrap_or_else(|| "connection lost".into())),
+                "kicked" => LeaveReason::Kicked {
+                    by: Nick::parse(&entry.get::<String>("by")?).ok()?,
+                    reason: text,
+                },
+                _ => return None,
+            };
+            Some(Event::Left { room, nick, reason })
+        }
+        _ => None,
+    }
+}
