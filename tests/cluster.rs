@@ -225,6 +225,19 @@ async fn who_and_join_leave_and_rename_notices_are_cluster_wide() {
         c.wait_for("the member list", |l| l == "* lobby (2): alice, bob")
             .await;
     }
+    // A JSON client joining on B is told the members of both nodes.
+    let mut js = Client::connect(b.addr).await;
+    js.send(r#"{"type":"hello","proto":"rchat","version":1,"nick":"jo","rooms":["lobby"]}"#)
+        .await;
+    let ServerMsg::RoomState { members, .. } =
+        json_next(&mut js, |m| matches!(m, ServerMsg::RoomState { .. })).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(members, ["alice", "bob", "jo"]);
+    alice.expect("* jo joined lobby").await;
+    bob.wait_for("jo's join", |l| l == "* jo joined lobby")
+        .await;
     bob.send("/join dev").await;
     alice.expect("* bob left lobby").await;
     alice.send("/join dev").await;
@@ -239,6 +252,11 @@ async fn who_and_join_leave_and_rename_notices_are_cluster_wide() {
     alice.send("/who").await;
     alice
         .wait_for("the member list", |l| l == "* dev (1): alice")
+        .await;
+    // Rooms and their counts, from every node: jo is in lobby on B.
+    alice.send("/rooms").await;
+    alice
+        .wait_for("the room list", |l| l == "* rooms: dev (1), lobby (1)")
         .await;
 }
 

@@ -26,6 +26,19 @@ use crate::server::hub::Membership;
 /// only memory.
 const EVENTS_KEPT: u64 = 1000;
 
+/// Every room with members anywhere: room key → room name as spelled.
+const ROOMS: &str = "rchat:rooms";
+
+/// Removes a member from a room's hash, and the room from [`ROOMS`] when
+/// it was the last one.
+const LEAVE: &str = r#"
+redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('HLEN', KEYS[1]) == 0 then
+  redis.call('HDEL', KEYS[2], ARGV[2])
+end
+return 0
+"#;
+
 pub fn members_key(room_key: &str) -> String {
     format!("rchat:room:{room_key}:members")
 }
@@ -79,14 +92,23 @@ async fn publish(cluster: &Cluster, change: &Membership) -> Result<(), ClusterEr
                 .arg(nick.key())
                 .arg(nick.as_str())
                 .ignore();
+            pipe.cmd("HSET")
+                .arg(ROOMS)
+                .arg(room.key())
+                .arg(room.as_str())
+                .ignore();
             let mut add = xadd(room);
             add.arg("k").arg("join").arg("n").arg(nick.as_str());
             pipe.add_command(add).ignore();
         }
         Membership::Left { room, nick, reason } => {
-            pipe.cmd("HDEL")
+            pipe.cmd("EVAL")
+                .arg(LEAVE)
+                .arg(2)
                 .arg(members_key(&room.key()))
+                .arg(ROOMS)
                 .arg(nick.key())
+                .arg(room.key())
                 .ignore();
             let (kind, text, by) = match reason {
                 LeaveReason::Part => ("part", None, None),
@@ -142,6 +164,28 @@ pub async fn who(cluster: &Cluster, room_key: &str) -> Result<Vec<Nick>, Cluster
     let mut nicks: Vec<Nick> = names.iter().filter_map(|n| Nick::parse(n).ok()).collect();
     nicks.sort_by_key(|n| n.key());
     Ok(nicks)
+}
+
+/// Every room with members on any node, with its member count, sorted by
+/// name ignoring case.
+pub async fn rooms(cluster: &Cluster) -> Result<Vec<(RoomName, usize)>, ClusterError> {
+    let rooms: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(ROOMS)
+        .query_async(&mut cluster.commands())
+        .await?;
+    let mut pipe = redis::pipe();
+    for (key, _) in &rooms {
+        pipe.cmd("HLEN").arg(members_key(key));
+    }
+    let counts: Vec<usize> = pipe.query_async(&mut cluster.commands()).await?;
+    let mut list: Vec<(RoomName, usize)> = rooms
+        .iter()
+        .zip(counts)
+        .filter(|(_, n)| *n > 0)
+        .filter_map(|((_, name), n)| RoomName::parse(name).ok().map(|r| (r, n)))
+        .collect();
+    list.sort_by_key(|(r, _)| r.key());
+    Ok(list)
 }
 
 /// The notice an events entry from another node stands for; `None` for

@@ -203,6 +203,9 @@ impl<'a> Dispatcher<'a> {
                 Err(e) => Reply::Failed(e),
             },
             Request::Join { room, leaving } => {
+                if let Some(link) = self.link {
+                    return self.join_in_cluster(link, room, leaving);
+                }
                 if self.hub.needs_prepare(&room) {
                     let (hub, id, confirm) = (self.hub.clone(), self.id, self.confirm);
                     return Outcome::Wait(Box::pin(async move {
@@ -229,7 +232,20 @@ impl<'a> Dispatcher<'a> {
                     .map(|_| Reply::Renamed)
                     .into(),
             },
-            Request::Rooms => Reply::Rooms(self.hub.rooms()),
+            Request::Rooms => match self.link {
+                Some(link) => {
+                    let link = link.clone();
+                    return Outcome::Wait(Box::pin(async move {
+                        match members::rooms(&link.cluster).await {
+                            Ok(rooms) => Reply::Rooms(rooms),
+                            Err(e) => Reply::Failed(Failure::Unavailable(format!(
+                                "cannot list the rooms: {e}"
+                            ))),
+                        }
+                    }));
+                }
+                None => Reply::Rooms(self.hub.rooms()),
+            },
             Request::Who { room } => match self.link {
                 Some(link) => return self.who_in_cluster(link, room),
                 None => self
@@ -332,6 +348,35 @@ impl<'a> Dispatcher<'a> {
                     "the message was not sent: {e}"
                 ))),
             }
+        }))
+    }
+
+    /// A join on a cluster node: as anywhere, but the joiner's confirmation
+    /// lists the room's members on every node.
+    fn join_in_cluster(&self, link: &Arc<Link>, room: String, leaving: Option<String>) -> Outcome {
+        let (hub, id, confirm, link) = (self.hub.clone(), self.id, self.confirm, link.clone());
+        Outcome::Wait(Box::pin(async move {
+            // Best effort: without the list, the confirmation lists this
+            // node's members only.
+            let others = members::who(&link.cluster, &crate::names::key_of(&room))
+                .await
+                .unwrap_or_default();
+            let seed = hub.prepare_join(&room).await;
+            let confirm = move |joined: &Joined| {
+                let mut all = joined.clone();
+                for nick in others {
+                    if !all.members.iter().any(|m| m.key() == nick.key()) {
+                        all.members.push(nick);
+                    }
+                }
+                all.members.sort_by_key(|n| n.key());
+                confirm(&all)
+            };
+            match leaving {
+                Some(old) => hub.switch_seeded(id, &old, &room, seed, confirm),
+                None => hub.join_seeded(id, &room, seed, confirm),
+            }
+            .into()
         }))
     }
 
