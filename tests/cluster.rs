@@ -260,6 +260,43 @@ async fn who_and_join_leave_and_rename_notices_are_cluster_wide() {
         .await;
 }
 
+/// `rchat connect` (line mode, piped) against one node reaches a member of
+/// another, and exits zero: the client needs nothing new for a cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rchat_connect_works_against_any_node() {
+    let redis = Redis::on_socket();
+    let (a, b) = (redis.node(), redis.node());
+    let mut watcher = named(&b, "watcher").await;
+    let addr = a.addr.to_string();
+    let kh = tempfile::tempdir().unwrap();
+    let out = tokio::task::spawn_blocking({
+        let kh = kh.path().join("known_hosts");
+        move || {
+            common::rchat_connect(
+                &[&addr, "--nick", "bot"],
+                "hi from node A\n/msg watcher psst\n",
+                &kh,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stdout.contains("watcher"),
+        "the member list names B's member: {stdout}"
+    );
+    watcher
+        .wait_for("bot's line", |l| l == "bot> hi from node A")
+        .await;
+    watcher
+        .wait_for("bot's message", |l| l == "[private] bot> psst")
+        .await;
+    watcher.wait_for("bot's leave", |l| l == "* bot quit").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_messages_reach_a_nick_on_any_node_and_an_unknown_nick_is_an_error() {
     let redis = Redis::on_socket();
