@@ -260,6 +260,69 @@ async fn who_and_join_leave_and_rename_notices_are_cluster_wide() {
         .await;
 }
 
+/// Redis's connections killed from its side (`CLIENT KILL`), twice, while
+/// a JSON client on node A posts line after line: every node reconnects
+/// and goes on from the last message it delivered. Each line is either
+/// acknowledged, and then reaches the member on node B once and in order,
+/// or refused to its sender, and then reaches no one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_killed_from_redis_lose_and_double_nothing() {
+    let redis = Redis::on_socket();
+    let (a, b) = (redis.node(), redis.node());
+    let mut bob = named(&b, "bob").await;
+    let mut jo = Client::connect(a.addr).await;
+    jo.send(r#"{"type":"hello","proto":"rchat","version":1,"nick":"jo","rooms":["lobby"]}"#)
+        .await;
+    json_next(&mut jo, |m| matches!(m, ServerMsg::RoomState { .. })).await;
+    bob.wait_for("jo's join", |l| l == "* jo joined lobby")
+        .await;
+    let socket = redis.url.trim_start_matches("redis+unix://").to_string();
+    let kill = || {
+        let out = Command::new("redis-cli")
+            .args(["-s", &socket, "CLIENT", "KILL", "TYPE", "normal"])
+            .output()
+            .expect("redis-cli runs (it comes with redis-server)");
+        assert!(out.status.success(), "{out:?}");
+    };
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    for i in 0..40 {
+        if i == 5 || i == 20 {
+            kill();
+        }
+        let text = format!("line {i}");
+        jo.send(&format!(
+            r#"{{"type":"say","id":"{i}","room":"lobby","text":"{text}"}}"#
+        ))
+        .await;
+        match json_next(&mut jo, |m| {
+            matches!(m, ServerMsg::Ack { .. } | ServerMsg::Error { .. })
+        })
+        .await
+        {
+            ServerMsg::Ack { .. } => acked.push(format!("jo> {text}")),
+            ServerMsg::Error { code, .. } => {
+                assert_eq!(code, ErrorCode::Unavailable);
+                refused += 1;
+            }
+            _ => unreachable!(),
+        }
+    }
+    assert!(
+        acked.len() >= 20,
+        "most lines got through: {refused} refused"
+    );
+    let mut got = Vec::new();
+    while got.len() < acked.len() {
+        got.push(next_chat(&mut bob).await);
+    }
+    assert_eq!(got, acked, "every acknowledged line once, in order");
+    // And nothing else: a marker comes next.
+    jo.send(r#"{"type":"say","id":"m","room":"lobby","text":"marker"}"#)
+        .await;
+    assert_eq!(next_chat(&mut bob).await, "jo> marker");
+}
+
 /// `rchat connect` (line mode, piped) against one node reaches a member of
 /// another, and exits zero: the client needs nothing new for a cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,11 @@ use tracing::warn;
 use crate::names::Nick;
 use crate::server::cluster::Cluster;
 
+/// Attempts at releasing a nick's claim, and the pause before a retry
+/// (growing with each).
+const RELEASE_TRIES: u32 = 4;
+const RELEASE_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
 pub(super) struct Link {
     pub(super) cluster: Arc<Cluster>,
     /// This session's claims hold this value in Redis.
@@ -34,8 +39,16 @@ impl Link {
     pub(super) fn release(self: &Arc<Self>, nick: Nick) {
         let link = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = link.cluster.release(&nick, &link.owner).await {
-                warn!(nick = %nick, error = %e, "cannot release a nick's claim");
+            // A claim left behind would keep the nick from everyone: try a
+            // few times (the command connection reconnects by itself).
+            for attempt in 1..=RELEASE_TRIES {
+                match link.cluster.release(&nick, &link.owner).await {
+                    Ok(()) => return,
+                    Err(e) if attempt == RELEASE_TRIES => {
+                        warn!(nick = %nick, error = %e, "cannot release a nick's claim");
+                    }
+                    Err(_) => tokio::time::sleep(RELEASE_RETRY * attempt).await,
+                }
             }
         });
     }
