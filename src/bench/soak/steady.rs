@@ -155,6 +155,62 @@ pub(crate) struct Outcome {
     pub(crate) expected: Vec<usize>,
 }
 
+impl Outcome {
+    /// Nothing received yet from `streams` streams, of which `expected`
+    /// are this client's; also which streams those are, by stream number.
+    fn new(streams: usize, expected: Vec<usize>) -> (Outcome, Vec<bool>) {
+        let mut wanted = vec![false; streams];
+        for &s in &expected {
+            wanted[s] = true;
+        }
+        let out = Outcome {
+            unique: vec![0; streams],
+            duplicates: 0,
+            late: 0,
+            misrouted: 0,
+            malformed: 0,
+            errors: 0,
+            error_samples: Vec::new(),
+            lost_connection: None,
+            latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("static histogram bounds are valid"),
+            expected,
+        };
+        (out, wanted)
+    }
+}
+
+/// Where a steady message goes.
+#[derive(Clone, Copy)]
+enum Addressee<'a> {
+    Room(&'a str),
+    Nick(&'a str),
+}
+
+/// Writes token `t` as a chat line to a room or a private message to a
+/// nick, in the client's protocol.
+async fn send(
+    writer: &mut Writer,
+    json: bool,
+    to: Addressee<'_>,
+    t: &Token,
+) -> std::io::Result<()> {
+    let text = t.line(MESSAGE_SIZE);
+    let text = text.trim_end();
+    let mut line = match (json, to) {
+        (true, Addressee::Room(room)) => {
+            serde_json::json!({"type": "say", "room": room, "text": text}).to_string()
+        }
+        (true, Addressee::Nick(nick)) => {
+            serde_json::json!({"type": "msg", "to": nick, "text": text}).to_string()
+        }
+        (false, Addressee::Room(_)) => text.to_string(),
+        (false, Addressee::Nick(nick)) => format!("/msg {nick} {text}"),
+    };
+    line.push('\n');
+    writer.write_all(line.as_bytes()).await
+}
+
 /// A steady client that is in its room, waiting for the start.
 pub(crate) struct Joined {
     reader: Reader,
@@ -259,30 +315,13 @@ pub(crate) async fn run(
         mut framer,
     } = joined;
     let expected = plan.expected_streams(i);
-    let mut wanted = vec![false; 2 * plan.steady];
-    for &s in &expected {
-        wanted[s] = true;
-    }
-    let mut out = Outcome {
-        unique: vec![0; 2 * plan.steady],
-        duplicates: 0,
-        late: 0,
-        misrouted: 0,
-        malformed: 0,
-        errors: 0,
-        error_samples: Vec::new(),
-        lost_connection: None,
-        latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
-            .expect("static histogram bounds are valid"),
-        expected,
-    };
+    let (mut out, wanted) = Outcome::new(2 * plan.steady, expected);
     let mut tracker = OrderTracker::new(2 * plan.steady);
     let partner_nick = plan.nick(plan.partner(i));
     let room = plan.room(i);
     let json = plan.json(i);
     let mut seq = [0u64; 2];
     let mut buf = vec![0u8; 16 * 1024];
-    let mut line_out = Vec::with_capacity(256);
 
     phases.go.cancelled().await;
     let now = Deadline::now();
@@ -342,34 +381,16 @@ pub(crate) async fn run(
             }
             _ = room_tick.tick(), if sending => {
                 let t = stamp(i, &mut seq[0], &ledger);
-                let text = t.line(MESSAGE_SIZE);
-                let text = text.trim_end();
-                line_out.clear();
-                if json {
-                    let say = serde_json::json!({"type": "say", "room": room, "text": text});
-                    line_out.extend_from_slice(say.to_string().as_bytes());
-                } else {
-                    line_out.extend_from_slice(text.as_bytes());
-                }
-                line_out.push(b'\n');
-                if let Err(e) = writer.write_all(&line_out).await {
+                let to = Addressee::Room(&room);
+                if let Err(e) = send(&mut writer, json, to, &t).await {
                     out.lost_connection = Some(format!("cannot send: {e}"));
                     break;
                 }
             }
             _ = pm_tick.tick(), if sending && plan.steady > 1 => {
                 let t = stamp(plan.steady + i, &mut seq[1], &ledger);
-                let text = t.line(MESSAGE_SIZE);
-                let text = text.trim_end();
-                line_out.clear();
-                if json {
-                    let msg = serde_json::json!({"type": "msg", "to": partner_nick, "text": text});
-                    line_out.extend_from_slice(msg.to_string().as_bytes());
-                } else {
-                    line_out.extend_from_slice(format!("/msg {partner_nick} {text}").as_bytes());
-                }
-                line_out.push(b'\n');
-                if let Err(e) = writer.write_all(&line_out).await {
+                let to = Addressee::Nick(&partner_nick);
+                if let Err(e) = send(&mut writer, json, to, &t).await {
                     out.lost_connection = Some(format!("cannot send: {e}"));
                     break;
                 }
@@ -478,22 +499,7 @@ mod tests {
     fn misrouted_duplicate_and_late_tokens_are_told_apart() {
         let p = plan(4, 2);
         let expected = p.expected_streams(0); // stream 2 and private 4 + 3
-        let mut wanted = vec![false; 8];
-        for &s in &expected {
-            wanted[s] = true;
-        }
-        let mut out = Outcome {
-            unique: vec![0; 8],
-            duplicates: 0,
-            late: 0,
-            misrouted: 0,
-            malformed: 0,
-            errors: 0,
-            error_samples: Vec::new(),
-            lost_connection: None,
-            latency_us: Histogram::new_with_bounds(1, 1_000_000, 3).unwrap(),
-            expected,
-        };
+        let (mut out, wanted) = Outcome::new(8, expected);
         let mut tracker = OrderTracker::new(8);
         let tok = |sender, seq| Token {
             sender,
