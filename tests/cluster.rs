@@ -152,6 +152,18 @@ async fn chat_crosses_nodes_both_ways_and_a_late_joiner_is_replayed_it() {
     assert_eq!(next_chat(&mut carol).await, "alice> and live");
 }
 
+/// A JSON client on `node`, named `jo` and in `lobby`, with the members
+/// its `room_state` listed.
+async fn json_jo_in_lobby(node: &Served) -> (Client, Vec<String>) {
+    let mut jo = Client::connect(node.addr).await;
+    jo.send(r#"{"type":"hello","proto":"rchat","version":1,"nick":"jo","rooms":["lobby"]}"#)
+        .await;
+    match json_next(&mut jo, |m| matches!(m, ServerMsg::RoomState { .. })).await {
+        ServerMsg::RoomState { members, .. } => (jo, members),
+        _ => unreachable!(),
+    }
+}
+
 /// The next JSON message from the server that `want` accepts, skipping
 /// the others.
 async fn json_next(c: &mut Client, want: impl Fn(&ServerMsg) -> bool) -> ServerMsg {
@@ -169,10 +181,7 @@ async fn json_clients_get_the_clusters_seq_in_acks_and_messages() {
     let redis = Redis::on_socket();
     let (a, b) = (redis.node(), redis.node());
     let mut bob = named(&b, "bob").await;
-    let mut js = Client::connect(a.addr).await;
-    js.send(r#"{"type":"hello","proto":"rchat","version":1,"nick":"jo","rooms":["lobby"]}"#)
-        .await;
-    json_next(&mut js, |m| matches!(m, ServerMsg::RoomState { .. })).await;
+    let (mut js, _) = json_jo_in_lobby(&a).await;
     js.send(r#"{"type":"say","id":"s1","room":"lobby","text":"from json on A"}"#)
         .await;
     let ServerMsg::Ack {
@@ -226,14 +235,7 @@ async fn who_and_join_leave_and_rename_notices_are_cluster_wide() {
             .await;
     }
     // A JSON client joining on B is told the members of both nodes.
-    let mut js = Client::connect(b.addr).await;
-    js.send(r#"{"type":"hello","proto":"rchat","version":1,"nick":"jo","rooms":["lobby"]}"#)
-        .await;
-    let ServerMsg::RoomState { members, .. } =
-        json_next(&mut js, |m| matches!(m, ServerMsg::RoomState { .. })).await
-    else {
-        unreachable!()
-    };
+    let (_js, members) = json_jo_in_lobby(&b).await;
     assert_eq!(members, ["alice", "bob", "jo"]);
     alice.expect("* jo joined lobby").await;
     bob.wait_for("jo's join", |l| l == "* jo joined lobby")
@@ -270,10 +272,7 @@ async fn connections_killed_from_redis_lose_and_double_nothing() {
     let redis = Redis::on_socket();
     let (a, b) = (redis.node(), redis.node());
     let mut bob = named(&b, "bob").await;
-    let mut jo = Client::connect(a.addr).await;
-    jo.send(r#"{"type":"hello","proto":"rchat","version":1,"nick":"jo","rooms":["lobby"]}"#)
-        .await;
-    json_next(&mut jo, |m| matches!(m, ServerMsg::RoomState { .. })).await;
+    let (mut jo, _) = json_jo_in_lobby(&a).await;
     bob.wait_for("jo's join", |l| l == "* jo joined lobby")
         .await;
     let socket = redis.url.trim_start_matches("redis+unix://").to_string();
