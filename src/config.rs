@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// How long a cluster node lives without a heartbeat, by default.
+pub const DEFAULT_CLUSTER_NODE_TTL: Duration = Duration::from_secs(15);
+
 /// Longest timeout accepted, so deadlines never overflow the clock.
 const MAX_TIMEOUT_SECS: u64 = 86_400;
 
@@ -140,6 +143,14 @@ pub struct ServerConfig {
     /// the cluster's, kept in Redis.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// How long a cluster node counts as alive without refreshing its
+    /// heartbeat; it refreshes three times per TTL (at most every 5 s), and
+    /// nodes sweep for dead ones as often.
+    #[serde(
+        deserialize_with = "duration_req",
+        serialize_with = "duration_req_text"
+    )]
+    pub cluster_node_ttl: Duration,
 }
 
 /// The `rchat serve` flags that override the config file, one per
@@ -315,6 +326,11 @@ pub struct ServeFlags {
     #[arg(long, value_name = "URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// How long a cluster node counts as alive without a heartbeat, e.g.
+    /// 15s; its members are dropped cluster-wide past it. [default: 15s]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_text)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_node_ttl: Option<String>,
 }
 
 /// Checks a duration flag and keeps its text, as the file would hold it.
@@ -337,6 +353,15 @@ fn duration_text<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::
         Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
         None => s.serialize_none(),
     }
+}
+
+fn duration_req_text<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+fn duration_req<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
 fn duration_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -382,6 +407,7 @@ impl Default for ServerConfig {
             history_memory_budget: DEFAULT_HISTORY_MEMORY_BUDGET,
             store_private: false,
             cluster: None,
+            cluster_node_ttl: DEFAULT_CLUSTER_NODE_TTL,
         }
     }
 }
@@ -468,6 +494,11 @@ impl ServerConfig {
         }
         if !(16..=1 << 20).contains(&self.max_line) {
             return bad("max-line must be between 16 and 1048576 bytes");
+        }
+        if !(Duration::from_millis(300)..=Duration::from_secs(3600))
+            .contains(&self.cluster_node_ttl)
+        {
+            return bad("cluster-node-ttl must be from 300ms to 1h");
         }
         if self.max_sendq < 4 * self.max_line {
             return bad("max-sendq must be at least four times max-line");

@@ -4,120 +4,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::served::Served;
+use common::redis::*;
 use common::Client;
-use rchat::proto::json::{self, ErrorCode, ServerMsg};
-
-/// A `redis-server` of the test's own, killed on drop.
-struct Redis {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    /// On a unix socket, without persistence.
-    fn on_socket() -> Redis {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("redis.sock");
-        let child = redis_server(&["--port", "0", "--unixsocket", socket.to_str().unwrap()]);
-        wait_until("redis-server's socket", || socket.exists());
-        Redis {
-            child,
-            url: format!("redis+unix://{}", socket.display()),
-            _dir: dir,
-        }
-    }
-
-    /// On a free TCP port of 127.0.0.1.
-    fn on_tcp() -> Redis {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = redis_server(&["--bind", "127.0.0.1", "--port", &port.to_string()]);
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        wait_until("redis-server's port", || {
-            std::net::TcpStream::connect(addr).is_ok()
-        });
-        Redis {
-            child,
-            url: format!("redis://127.0.0.1:{port}/0"),
-            _dir: dir,
-        }
-    }
-
-    /// A node of the cluster, on 127.0.0.1:0.
-    fn node(&self) -> Served {
-        Served::start(&["--cluster", &self.url])
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn redis_server(args: &[&str]) -> Child {
-    Command::new("redis-server")
-        .args(args)
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server runs (install it: apt-get install redis-server)")
-}
-
-fn wait_until(what: &str, ready: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !ready() {
-        assert!(Instant::now() < deadline, "{what} did not come up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A text client on `node`, greeted and named `nick`.
-async fn named(node: &Served, nick: &str) -> Client {
-    let mut c = Client::connect(node.addr).await;
-    c.greeted().await;
-    c.send(&format!("/nick {nick}")).await;
-    c.wait_for("the rename", |l| {
-        l.ends_with(&format!("is now known as {nick}"))
-    })
-    .await;
-    c.nick = nick.to_string();
-    c
-}
-
-/// The next `n` chat lines from `nick`.
-async fn chat_from(c: &mut Client, nick: &str, n: usize) -> Vec<String> {
-    let prefix = format!("{nick}> ");
-    let mut got = Vec::new();
-    while got.len() < n {
-        let l = next_chat(c).await;
-        if l.starts_with(&prefix) {
-            got.push(l);
-        }
-    }
-    got
-}
-
-/// Chat lines (`NICK> TEXT`) only, skipping notices and history.
-async fn next_chat(c: &mut Client) -> String {
-    c.wait_for("a chat line", |l| {
-        !l.starts_with("* ") && !l.starts_with('[')
-    })
-    .await
-}
+use rchat::proto::json::{ErrorCode, ServerMsg};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_crosses_nodes_both_ways_and_a_late_joiner_is_replayed_it() {
@@ -150,30 +43,6 @@ async fn chat_crosses_nodes_both_ways_and_a_late_joiner_is_replayed_it() {
     carol.expect("* end of history").await;
     alice.send("and live").await;
     assert_eq!(next_chat(&mut carol).await, "alice> and live");
-}
-
-/// A JSON client on `node`, named `jo` and in `lobby`, with the members
-/// its `room_state` listed.
-async fn json_jo_in_lobby(node: &Served) -> (Client, Vec<String>) {
-    let mut jo = Client::connect(node.addr).await;
-    jo.send(r#"{"type":"hello","proto":"rchat","version":1,"nick":"jo","rooms":["lobby"]}"#)
-        .await;
-    match json_next(&mut jo, |m| matches!(m, ServerMsg::RoomState { .. })).await {
-        ServerMsg::RoomState { members, .. } => (jo, members),
-        _ => unreachable!(),
-    }
-}
-
-/// The next JSON message from the server that `want` accepts, skipping
-/// the others.
-async fn json_next(c: &mut Client, want: impl Fn(&ServerMsg) -> bool) -> ServerMsg {
-    loop {
-        let line = c.line().await;
-        let msg = json::decode_server(line.as_bytes()).expect("a JSON line");
-        if want(&msg) {
-            return msg;
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -516,25 +385,6 @@ async fn a_nick_claimed_at_once_on_two_nodes_goes_to_exactly_one() {
     held.send("/quit").await;
     held.until_eof().await;
     take_once_free(&mut y, "holder").await;
-}
-
-/// Asks for `nick` until it is granted: a claim is released in the
-/// background just after its owner moves on, within a moment.
-async fn take_once_free(c: &mut Client, nick: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        c.send(&format!("/nick {nick}")).await;
-        let l = c
-            .wait_for("an answer", |l| {
-                l.contains(&format!("is now known as {nick}")) || l.contains("already in use")
-            })
-            .await;
-        if l.contains("is now known as") {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{nick} was never released");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,7 +75,7 @@ const RETIRED_KEPT: usize = 1024;
 
 #[path = "hub/logged.rs"]
 mod logged;
-pub use logged::{LiveRoom, Membership, MEMBERSHIP_QUEUE};
+pub use logged::{LiveRoom, Membership, NodeRoster, MEMBERSHIP_QUEUE};
 
 /// Identifies one registered member for the lifetime of its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

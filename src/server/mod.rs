@@ -176,7 +176,7 @@ impl Server {
         }
         let cluster = match &config.cluster {
             Some(url) => Some(Arc::new(
-                Cluster::connect(url, config.history_max_per_room).await?,
+                Cluster::connect(url, config.history_max_per_room, config.cluster_node_ttl).await?,
             )),
             None => None,
         };
@@ -268,6 +268,7 @@ impl Server {
         tokio::spawn(tell_held_notices(self.hub.clone(), stop.clone()));
         if let Some(cluster) = &self.cluster {
             cluster::tail::spawn(cluster.clone(), self.hub.clone(), stop.clone());
+            cluster::liveness::spawn(cluster.clone(), self.hub.clone(), stop.clone());
             if let Some(changes) = self.membership {
                 cluster::members::spawn_publisher(cluster.clone(), changes, stop.clone());
             }
@@ -277,6 +278,14 @@ impl Server {
         info!("shutting down");
         stop.cancel();
         self.hub.shutdown(SHUTDOWN_NOTICE);
+        if let Some(cluster) = &self.cluster {
+            // The other nodes tell this one's members' departure now.
+            match tokio::time::timeout(Duration::from_secs(2), cluster.leave()).await {
+                Ok(Ok(())) => info!("left the cluster"),
+                Ok(Err(e)) => warn!(error = %e, "cannot leave the cluster cleanly"),
+                Err(_) => warn!("cannot leave the cluster cleanly: Redis did not answer"),
+            }
+        }
         // Every task owns a sender; recv() yields None once all are gone.
         let grace = self.config.close_timeout() + Duration::from_secs(1);
         if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {

@@ -3,6 +3,7 @@
 //! deadline, so a broken server fails a test instead of hanging it.
 #![allow(dead_code)]
 
+pub mod redis;
 pub mod served;
 
 use std::net::SocketAddr;

@@ -24,20 +24,10 @@ use crate::server::hub::Membership;
 
 /// Events kept per room stream: only new ones are read, so this bounds
 /// only memory.
-const EVENTS_KEPT: u64 = 1000;
+pub(super) const EVENTS_KEPT: u64 = 1000;
 
 /// Every room with members anywhere: room key → room name as spelled.
 const ROOMS: &str = "rchat:rooms";
-
-/// Removes a member from a room's hash, and the room from [`ROOMS`] when
-/// it was the last one.
-const LEAVE: &str = r#"
-redis.call('HDEL', KEYS[1], ARGV[1])
-if redis.call('HLEN', KEYS[1]) == 0 then
-  redis.call('HDEL', KEYS[2], ARGV[2])
-end
-return 0
-"#;
 
 pub fn members_key(room_key: &str) -> String {
     format!("rchat:room:{room_key}:members")
@@ -69,89 +59,70 @@ pub fn spawn_publisher(
     })
 }
 
+/// Writes one change: each room it touches is one [`scripts`] call, which
+/// keeps the member hashes and tells the room's events stream together.
+///
+/// [`scripts`]: super::scripts
 async fn publish(cluster: &Cluster, change: &Membership) -> Result<(), ClusterError> {
-    let mut pipe = redis::pipe();
     let node = cluster.node();
-    let xadd = |room: &RoomName| -> redis::Cmd {
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(events_key(&room.key()))
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(EVENTS_KEPT)
-            .arg("*")
-            .arg("o")
-            .arg(node)
-            .arg("r")
-            .arg(room.as_str());
-        cmd
-    };
     match change {
         Membership::Joined { room, nick } => {
-            pipe.cmd("HSET")
-                .arg(members_key(&room.key()))
-                .arg(nick.key())
-                .arg(nick.as_str())
-                .ignore();
-            pipe.cmd("HSET")
-                .arg(ROOMS)
-                .arg(room.key())
-                .arg(room.as_str())
-                .ignore();
-            let mut add = xadd(room);
-            add.arg("k").arg("join").arg("n").arg(nick.as_str());
-            pipe.add_command(add).ignore();
+            let event = ["k", "join", "n", nick.as_str()];
+            member(cluster, &node, "join", room, nick, None, &event).await
         }
         Membership::Left { room, nick, reason } => {
-            pipe.cmd("EVAL")
-                .arg(LEAVE)
-                .arg(2)
-                .arg(members_key(&room.key()))
-                .arg(ROOMS)
-                .arg(nick.key())
-                .arg(room.key())
-                .ignore();
             let (kind, text, by) = match reason {
                 LeaveReason::Part => ("part", None, None),
                 LeaveReason::Quit(why) => ("quit", why.as_deref(), None),
                 LeaveReason::Dropped(why) => ("dropped", Some(&**why), None),
                 LeaveReason::Kicked { by, reason } => ("kicked", reason.as_deref(), Some(by)),
             };
-            let mut add = xadd(room);
-            add.arg("k")
-                .arg("leave")
-                .arg("n")
-                .arg(nick.as_str())
-                .arg("why")
-                .arg(kind);
+            let mut event = vec!["k", "leave", "n", nick.as_str(), "why", kind];
             if let Some(text) = text {
-                add.arg("t").arg(text);
+                event.extend(["t", text]);
             }
             if let Some(by) = by {
-                add.arg("by").arg(by.as_str());
+                event.extend(["by", by.as_str()]);
             }
-            pipe.add_command(add).ignore();
+            member(cluster, &node, "leave", room, nick, None, &event).await
         }
         Membership::Renamed { old, new, rooms } => {
+            let event = ["k", "rename", "n", new.as_str(), "old", old.as_str()];
             for room in rooms {
-                let key = members_key(&room.key());
-                pipe.cmd("HDEL").arg(&key).arg(old.key()).ignore();
-                pipe.cmd("HSET")
-                    .arg(&key)
-                    .arg(new.key())
-                    .arg(new.as_str())
-                    .ignore();
-                let mut add = xadd(room);
-                add.arg("k")
-                    .arg("rename")
-                    .arg("n")
-                    .arg(new.as_str())
-                    .arg("old")
-                    .arg(old.as_str());
-                pipe.add_command(add).ignore();
+                member(cluster, &node, "rename", room, new, Some(old), &event).await?;
             }
+            Ok(())
         }
     }
-    let () = pipe.query_async(&mut cluster.commands()).await?;
+}
+
+/// One membership change in one room, as the `MEMBER` script takes it.
+async fn member(
+    cluster: &Cluster,
+    node: &str,
+    op: &str,
+    room: &RoomName,
+    nick: &Nick,
+    old: Option<&Nick>,
+    event: &[&str],
+) -> Result<(), ClusterError> {
+    let mut call = cluster.scripts.member.prepare_invoke();
+    call.arg(node)
+        .arg(op)
+        .arg(room.key())
+        .arg(room.as_str())
+        .arg(nick.key())
+        .arg(nick.as_str())
+        .arg(old.map(Nick::key).unwrap_or_default())
+        .arg(EVENTS_KEPT)
+        .arg("o")
+        .arg(node)
+        .arg("r")
+        .arg(room.as_str());
+    for field in event {
+        call.arg(*field);
+    }
+    let _: i64 = call.invoke_async(&mut cluster.commands()).await?;
     Ok(())
 }
 

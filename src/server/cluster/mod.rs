@@ -14,20 +14,27 @@
 //! - **One namespace of nicks.** A nick is claimed in Redis
 //!   (`rchat:nick:KEY`, case-folded, `SET NX`) before the hub takes it, and
 //!   released only by its owner (a compare-and-delete script).
+//! - **Who is where** ([`members`]) and **which nodes live** ([`liveness`]):
+//!   a node's heartbeat, the sweep that reaps dead nodes, and what a node
+//!   does when it finds itself reaped or Redis emptied.
 //!
 //! No Redis call runs under the hub's lock: the sessions call the cluster,
-//! then the hub. What is not here yet: member lists, join and leave notices
-//! and private messages across nodes, and node failure (see
-//! docs/cluster.md).
+//! then the hub. The scripts that make the rules hold are in [`scripts`].
 
+pub mod liveness;
 pub mod members;
+pub mod scripts;
 pub mod tail;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::Script;
+use tokio::sync::Notify;
 use tracing::info;
+
+use scripts::Scripts;
 
 use crate::names::{Nick, RoomName};
 use crate::server::hub::MemberId;
@@ -40,46 +47,9 @@ const GUEST_TRIES: usize = 16;
 /// The counter guest nicks are numbered from, cluster-wide.
 const GUESTS: &str = "rchat:guests";
 
-/// Appends one message to a room's stream and advances its counter; the
-/// new seq is both the reply and the entry's id. `ARGV[1]`: the most
-/// entries kept (0: all).
-const APPEND: &str = r#"
-local seq = redis.call('INCR', KEYS[2])
-local id = seq .. '-0'
-local max = tonumber(ARGV[1])
-if max > 0 then
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', max, id,
-    'r', ARGV[2], 'f', ARGV[3], 't', ARGV[4], 'a', ARGV[5], 'ts', ARGV[6], 'n', ARGV[7], 'm', ARGV[8])
-else
-  redis.call('XADD', KEYS[1], id,
-    'r', ARGV[2], 'f', ARGV[3], 't', ARGV[4], 'a', ARGV[5], 'ts', ARGV[6], 'n', ARGV[7], 'm', ARGV[8])
-end
-return seq
-"#;
-
-/// Sends a private message to the node that holds the nick `KEYS[1]`
-/// claims: appends it to that node's inbox stream. 0 if no one holds it.
-const PRIVATE: &str = r#"
-local owner = redis.call('GET', KEYS[1])
-if not owner then return 0 end
-local node = string.match(owner, '^([^/]+)/')
-if not node then return 0 end
-redis.call('XADD', 'rchat:node:' .. node .. ':inbox', 'MAXLEN', '~', ARGV[5], '*',
-  'f', ARGV[1], 'to', ARGV[2], 't', ARGV[3], 'ts', ARGV[4])
-return 1
-"#;
-
 /// Private messages kept in a node's inbox stream; its reader takes them
 /// at once, so this bounds only what waits for a node that is gone.
 const INBOX_KEPT: u64 = 10_000;
-
-/// Deletes a nick's claim only if `ARGV[1]` still owns it.
-const RELEASE: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"#;
 
 /// Why the cluster could not be joined, or a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -94,8 +64,31 @@ pub enum ClusterError {
         url: String,
         error: redis::RedisError,
     },
+    #[error("this server is rejoining the cluster; try again in a few seconds")]
+    NotRegistered,
     #[error("the cluster's Redis failed: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(redis::RedisError),
+}
+
+impl From<redis::RedisError> for ClusterError {
+    fn from(error: redis::RedisError) -> ClusterError {
+        if scripts::is_not_registered(&error) {
+            ClusterError::NotRegistered
+        } else {
+            ClusterError::Redis(error)
+        }
+    }
+}
+
+/// Who this node is in the cluster: both change when it must register
+/// again (see [`liveness`]).
+#[derive(Debug, Clone)]
+struct Identity {
+    /// Random per registration: in every claim and entry the node makes.
+    node: Arc<str>,
+    /// The cluster's epoch when the node registered: a different one in
+    /// Redis means Redis has lost its data since.
+    epoch: Arc<str>,
 }
 
 /// This node's handle on the cluster. Cheap to share: wrap in an `Arc`.
@@ -104,19 +97,23 @@ pub struct Cluster {
     client: redis::Client,
     /// Ordinary commands, through a connection that reconnects by itself.
     cmd: ConnectionManager,
-    /// This node's id, random per start: in every claim and entry it makes.
-    node: String,
-    append: Script,
-    release: Script,
-    private: Script,
+    identity: RwLock<Identity>,
+    /// The nicks this node's sessions hold: nick key → (nick, owner), so
+    /// that they can be claimed again if Redis loses them.
+    claims: Mutex<HashMap<String, (Nick, String)>>,
+    scripts: Scripts,
     /// Entries kept per room stream (0: all).
     max_per_room: u64,
+    /// How long the node's heartbeat lives in Redis unrefreshed.
+    node_ttl: Duration,
+    /// Wakes the heartbeat early: a call found the node unregistered.
+    suspect: Notify,
 }
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster")
-            .field("node", &self.node)
+            .field("node", &self.node())
             .finish_non_exhaustive()
     }
 }
@@ -128,6 +125,11 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A fresh node id.
+fn new_node_id() -> Arc<str> {
+    format!("{:016x}", fastrand::u64(..)).into()
+}
+
 /// Where a message was placed.
 #[derive(Debug, Clone, Copy)]
 pub struct Placed {
@@ -136,9 +138,15 @@ pub struct Placed {
 }
 
 impl Cluster {
-    /// Joins the cluster at `url`: checks that Redis answers, so a wrong
-    /// address fails at start rather than at the first message.
-    pub async fn connect(url: &str, max_per_room: Option<u64>) -> Result<Cluster, ClusterError> {
+    /// Joins the cluster at `url`: checks that Redis answers and registers
+    /// the node, so a wrong address fails at start rather than at the first
+    /// message. `node_ttl` is how long the node counts as alive without a
+    /// heartbeat.
+    pub async fn connect(
+        url: &str,
+        max_per_room: Option<u64>,
+        node_ttl: Duration,
+    ) -> Result<Cluster, ClusterError> {
         // A password in the address never reaches a log or an error.
         let shown = redact(url);
         let client = redis::Client::open(url).map_err(|error| ClusterError::Url {
@@ -158,18 +166,23 @@ impl Cluster {
             url: shown.clone(),
             error,
         })?;
-        let node = format!("{:016x}", fastrand::u64(..));
-        info!(%node, "joined the cluster at {shown}");
-        Ok(Cluster {
+        let cluster = Cluster {
             url: shown,
             client,
             cmd,
-            node,
-            append: Script::new(APPEND),
-            release: Script::new(RELEASE),
-            private: Script::new(PRIVATE),
+            identity: RwLock::new(Identity {
+                node: new_node_id(),
+                epoch: "".into(),
+            }),
+            claims: Mutex::new(HashMap::new()),
+            scripts: Scripts::default(),
             max_per_room: max_per_room.unwrap_or(0),
-        })
+            node_ttl,
+            suspect: Notify::new(),
+        };
+        cluster.register(None).await?;
+        info!(node = %cluster.node(), "joined the cluster at {}", cluster.url);
+        Ok(cluster)
     }
 
     /// The Redis address, with any password masked.
@@ -183,14 +196,35 @@ impl Cluster {
         &self.client
     }
 
-    pub fn node(&self) -> &str {
-        &self.node
+    /// This node's current id.
+    pub fn node(&self) -> Arc<str> {
+        self.identity
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .node
+            .clone()
+    }
+
+    fn epoch(&self) -> Arc<str> {
+        self.identity
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .epoch
+            .clone()
     }
 
     /// What a claim by this session holds: the node and a token of the
     /// session's own, so that only its owner can release it.
     pub fn owner(&self, token: u64) -> String {
-        format!("{}/{token:x}", self.node)
+        format!("{}/{token:x}", self.node())
+    }
+
+    /// Tells the heartbeat a call was refused for want of registration.
+    fn refused<T>(&self, result: Result<T, ClusterError>) -> Result<T, ClusterError> {
+        if matches!(result, Err(ClusterError::NotRegistered)) {
+            self.suspect.notify_one();
+        }
+        result
     }
 
     /// Places a chat line in its room's order.
@@ -204,7 +238,8 @@ impl Cluster {
     ) -> Result<Placed, ClusterError> {
         let key = room.key();
         let ts_ms = now_ms();
-        let seq: u64 = self
+        let placed = self
+            .scripts
             .append
             .key(keys::log(&key))
             .key(keys::seq(&key))
@@ -214,10 +249,12 @@ impl Cluster {
             .arg(text)
             .arg(if action { "1" } else { "0" })
             .arg(ts_ms)
-            .arg(&self.node)
+            .arg(&*self.node())
             .arg(member.raw())
-            .invoke_async(&mut self.cmd.clone())
-            .await?;
+            .invoke_async::<u64>(&mut self.cmd.clone())
+            .await
+            .map_err(ClusterError::from);
+        let seq = self.refused(placed)?;
         Ok(Placed { seq, ts_ms })
     }
 
@@ -230,6 +267,7 @@ impl Cluster {
         text: &str,
     ) -> Result<bool, ClusterError> {
         let sent: i64 = self
+            .scripts
             .private
             .key(format!("rchat:nick:{}", to.to_ascii_lowercase()))
             .arg(from.as_str())
@@ -245,38 +283,62 @@ impl Cluster {
     /// This node's inbox: private messages sent to its members from other
     /// nodes.
     pub fn inbox(&self) -> String {
-        format!("rchat:node:{}:inbox", self.node)
+        format!("rchat:node:{}:inbox", self.node())
     }
 
     /// Claims `nick` for `owner`, cluster-wide; `false` if someone holds
     /// it (an owner re-claiming its own nick gets `true`).
     pub async fn claim(&self, nick: &Nick, owner: &str) -> Result<bool, ClusterError> {
-        let key = nick_key(nick);
-        let set: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg(owner)
-            .arg("NX")
-            .query_async(&mut self.cmd.clone())
-            .await?;
-        if set.is_some() {
-            return Ok(true);
+        // A session of an id this node has given up claims nothing.
+        if !self.owns(owner) {
+            return Err(ClusterError::NotRegistered);
         }
-        let holder: Option<String> = redis::cmd("GET")
-            .arg(&key)
-            .query_async(&mut self.cmd.clone())
-            .await?;
-        Ok(holder.as_deref() == Some(owner))
+        let node = self.node();
+        let claimed = self
+            .scripts
+            .claim
+            .key(nick_key(nick))
+            .key(format!("rchat:node:{node}:nicks"))
+            .arg(owner)
+            .arg(&*node)
+            .arg(nick.key())
+            .invoke_async::<i64>(&mut self.cmd.clone())
+            .await
+            .map_err(ClusterError::from);
+        let claimed = self.refused(claimed)? == 1;
+        if claimed && !self.owns(owner) {
+            // The node took a new id meanwhile: this claim is the old id's,
+            // and goes with it.
+            return Err(ClusterError::NotRegistered);
+        }
+        if claimed {
+            self.claims_held()
+                .insert(nick.key(), (nick.clone(), owner.to_string()));
+        }
+        Ok(claimed)
     }
 
     /// Releases `nick` if `owner` holds it.
     pub async fn release(&self, nick: &Nick, owner: &str) -> Result<(), ClusterError> {
+        {
+            let mut held = self.claims_held();
+            if held.get(&nick.key()).is_some_and(|(_, o)| o == owner) {
+                held.remove(&nick.key());
+            }
+        }
         let _: i64 = self
+            .scripts
             .release
             .key(nick_key(nick))
             .arg(owner)
+            .arg(nick.key())
             .invoke_async(&mut self.cmd.clone())
             .await?;
         Ok(())
+    }
+
+    fn claims_held(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Nick, String)>> {
+        self.claims.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A guest nick no one in the cluster holds, claimed for `owner`.
@@ -339,9 +401,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_wrong_address_is_refused_without_its_password() {
-        let err = Cluster::connect("redis://:hunter2@127.0.0.1:1/0", None)
-            .await
-            .expect_err("nothing listens on port 1");
+        let err = Cluster::connect(
+            "redis://:hunter2@127.0.0.1:1/0",
+            None,
+            Duration::from_secs(15),
+        )
+        .await
+        .expect_err("nothing listens on port 1");
         let shown = err.to_string();
         assert!(
             shown.contains("cannot reach the cluster's Redis"),

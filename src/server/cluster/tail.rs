@@ -46,8 +46,8 @@ pub fn spawn(cluster: Arc<Cluster>, hub: Arc<Hub>, stop: CancellationToken) -> J
     tokio::spawn(async move {
         let mut backoff = BACKOFF_MIN;
         // The inbox is new with the node's id: read from its start, and on
-        // after the last entry taken.
-        let mut inbox_last = "0-0".to_string();
+        // after the last entry taken (again from the start under a new id).
+        let mut inbox_last = (cluster.inbox(), "0-0".to_string());
         // Each live room's events stream, from when the room was first
         // followed.
         let mut events_last: HashMap<String, String> = HashMap::new();
@@ -79,7 +79,7 @@ async fn follow(
     hub: &Hub,
     stop: &CancellationToken,
     backoff: &mut Duration,
-    inbox_last: &mut String,
+    inbox_last: &mut (String, String),
     events_last: &mut HashMap<String, String>,
 ) -> Result<(), ClusterError> {
     let config = AsyncConnectionConfig::new()
@@ -109,6 +109,9 @@ async fn follow(
                 .or_insert_with(|| format!("{}-0", room.since_ms));
         }
         let inbox = cluster.inbox();
+        if inbox_last.0 != inbox {
+            *inbox_last = (inbox.clone(), "0-0".to_string());
+        }
         let mut cmd = redis::cmd("XREAD");
         cmd.arg("COUNT")
             .arg(COUNT)
@@ -120,7 +123,7 @@ async fn follow(
             cmd.arg(keys::log(&room.key))
                 .arg(members::events_key(&room.key));
         }
-        cmd.arg(inbox_last.as_str());
+        cmd.arg(inbox_last.1.as_str());
         for room in &rooms {
             cmd.arg(format!("{}-0", room.last_seq))
                 .arg(events_last.get(&room.key).map_or("$", String::as_str));
@@ -165,7 +168,7 @@ async fn follow(
             if stream.key == inbox {
                 for entry in &stream.ids {
                     deliver_private(hub, entry);
-                    *inbox_last = entry.id.clone();
+                    inbox_last.1 = entry.id.clone();
                 }
                 continue;
             }
@@ -174,7 +177,7 @@ async fn follow(
             };
             if let Some(room_key) = room.strip_suffix(":events") {
                 for entry in &stream.ids {
-                    if let Some(event) = members::event_of(entry, cluster.node()) {
+                    if let Some(event) = members::event_of(entry, &cluster.node()) {
                         hub.tell_remote(room_key, event);
                     }
                     events_last.insert(room_key.to_string(), entry.id.clone());
@@ -188,7 +191,7 @@ async fn follow(
                 let Some(msg) = entry_message(room_key, entry) else {
                     continue;
                 };
-                let origin = (entry.get::<String>("n").as_deref() == Some(cluster.node()))
+                let origin = (entry.get::<String>("n").as_deref() == Some(&*cluster.node()))
                     .then(|| entry.get::<u64>("m").map(MemberId::from_raw))
                     .flatten();
                 hub.deliver_logged(&msg, origin);

@@ -201,6 +201,79 @@ impl Hub {
     }
 }
 
+/// Where a cluster's node re-registers from when Redis has lost its data:
+/// the rooms live here and who is in them.
+#[derive(Debug, Clone, Default)]
+pub struct NodeRoster {
+    /// Each live room's key and the seq its members were last told.
+    pub rooms: Vec<(String, u64)>,
+    /// Each (room, member) pair.
+    pub memberships: Vec<(RoomName, Nick)>,
+}
+
+impl Hub {
+    /// The rooms live here and their members, for a re-registration.
+    pub fn roster(&self) -> NodeRoster {
+        let st = self.lock();
+        let rooms = st
+            .rooms
+            .iter()
+            .map(|(key, room)| (key.clone(), room.last_seq))
+            .collect();
+        let memberships = st
+            .members
+            .values()
+            .flat_map(|m| {
+                m.rooms
+                    .iter()
+                    .filter_map(|key| st.rooms.get(key))
+                    .map(|room| (room.name.clone(), m.nick.clone()))
+            })
+            .collect();
+        NodeRoster { rooms, memberships }
+    }
+
+    /// Tells every member here `notice`.
+    pub fn notice_all(&self, notice: &str) {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let env = Envelope::new(Event::Notice(notice.into()));
+        let targets: Vec<_> = st
+            .members
+            .iter()
+            .map(|(id, m)| (*id, m.outbox.clone()))
+            .collect();
+        for (id, outbox) in targets {
+            st.deliver(id, &outbox, &env);
+        }
+        self.settle(st);
+    }
+
+    /// Disconnects the members holding these nicks (keys, case-folded),
+    /// telling each `notice` first; `None` disconnects everyone. The
+    /// members' rooms here see them dropped; new members are still let in.
+    pub fn drop_members(&self, nicks: Option<&[String]>, notice: &str) -> usize {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let targets: Vec<MemberId> = match nicks {
+            None => st.members.keys().copied().collect(),
+            Some(keys) => keys
+                .iter()
+                .filter_map(|k| st.nicks.get(k).copied())
+                .collect(),
+        };
+        let env = Envelope::new(Event::Notice(notice.into()));
+        for &id in &targets {
+            if let Some(member) = st.members.get(&id) {
+                member.outbox.push(Outgoing::Event(env.clone()));
+            }
+            st.remove_member(id, LeaveReason::Dropped(notice.into()));
+        }
+        self.settle(st);
+        targets.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
