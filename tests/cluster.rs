@@ -401,3 +401,109 @@ async fn a_node_without_redis_refuses_to_start_and_says_why() {
     assert!(err.contains("cannot reach the cluster's Redis"), "{err}");
     let _ = Path::new(&missing);
 }
+
+/// `rchat bench` spreads its clients over every node given, so lines cross
+/// nodes, and reports every process watched (the nodes and Redis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bench_spreads_clients_over_the_nodes_and_watches_each_process() {
+    let redis = Redis::on_socket();
+    let (a, b) = (redis.node(), redis.node());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report.json");
+    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_rchat"))
+        .arg("bench")
+        .arg(a.addr.to_string())
+        .arg(b.addr.to_string())
+        .args([
+            "--clients",
+            "6",
+            "--senders",
+            "2",
+            "--rate",
+            "100",
+            "--window",
+            "0",
+        ])
+        .args(["--duration", "1", "--warmup", "0.2", "--quiet"])
+        .args(["--server-pid", &a.pid().to_string()])
+        .args(["--server-pid", &b.pid().to_string()])
+        .args(["--server-pid", &redis.pid().to_string()])
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .await
+        .expect("rchat bench runs");
+    assert!(status.success(), "{status:?}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(report["settings"]["other_addrs"][0], b.addr.to_string());
+    assert_eq!(report["loss"], 0);
+    assert!(report["deliveries"].as_u64().unwrap() > 0, "{report}");
+    let others = report["others"].as_array().expect("the other processes");
+    assert_eq!(others.len(), 2);
+    assert_eq!(others[1]["pid"], redis.pid());
+    // Both nodes had members: each told the cluster of its own joins.
+    let events = redis.cli(&["XRANGE", "rchat:room:lobby:events", "-", "+"]);
+    let origins: std::collections::HashSet<&str> = events
+        .lines()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] == "o")
+        .map(|w| w[1])
+        .collect();
+    assert_eq!(origins.len(), 2, "joins came from {origins:?}");
+}
+
+/// Clients joining at once on two nodes: each one's member count plus the
+/// joins it is told afterwards add up to everyone, with no one missed or
+/// told twice (the room's mirror of the other node's members starts from
+/// the list read with its events position).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_at_once_on_two_nodes_are_each_counted_or_told_exactly_once() {
+    const EVERYONE: usize = 12;
+    let redis = Redis::on_socket();
+    let nodes = [redis.node(), redis.node()];
+    let mut tasks = Vec::new();
+    for i in 0..EVERYONE {
+        let addr = nodes[i % 2].addr;
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            let confirm = c
+                .wait_for("the room", |l| l.starts_with("* you are now in lobby"))
+                .await;
+            let count = if confirm.contains("(just you)") {
+                1
+            } else {
+                confirm
+                    .split('(')
+                    .nth(1)
+                    .and_then(|r| r.split(' ').next())
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .expect("a member count")
+            };
+            c.nick = format!("client {i}");
+            (c, count)
+        }));
+    }
+    let mut clients = Vec::new();
+    for t in tasks {
+        clients.push(t.await.unwrap());
+    }
+    for (c, count) in &mut clients {
+        let mut known = *count;
+        while known < EVERYONE {
+            c.wait_for("a join", |l| l.ends_with(" joined lobby")).await;
+            known += 1;
+        }
+        // And no join told twice: none comes before the answer to /who.
+        c.send("/who").await;
+        let who = loop {
+            let l = c.line().await;
+            assert!(!l.ends_with(" joined lobby"), "{}: extra {l:?}", c.nick);
+            if l.starts_with("* lobby (") {
+                break l;
+            }
+        };
+        assert!(who.starts_with(&format!("* lobby ({EVERYONE})")), "{who}");
+    }
+}

@@ -196,7 +196,79 @@ async fn redis_stopped_and_started_empty_refuses_sends_then_chat_resumes() {
     for nick in ["alice", "bob", "jo"] {
         assert!(who.contains(nick), "{nick} missing from {who}");
     }
+    let hash = redis.cli(&["HVALS", "rchat:room:lobby:members"]);
+    for nick in ["alice", "bob", "jo"] {
+        assert!(
+            hash.lines().any(|l| l == nick),
+            "{nick} not in Redis: {hash}"
+        );
+    }
     eve.send("/nick alice").await;
     eve.wait_for("the refusal", |l| l.contains("already in use"))
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_ttl_drops_clients_and_nodes_come_back() {
+    let mut redis = Redis::on_socket();
+    let a = redis.node_with(&["--cluster-node-ttl", TTL]);
+    let b = redis.node_with(&["--cluster-node-ttl", TTL]);
+    let mut alice = named(&a, "alice").await;
+    let mut bob = named(&b, "bob").await;
+    alice.send("hi").await;
+    assert_eq!(next_chat(&mut bob).await, "alice> hi");
+
+    redis.kill();
+    let down = Instant::now();
+    for c in [&mut alice, &mut bob] {
+        let told = c.until_eof().await;
+        assert!(
+            told.iter()
+                .any(|l| l.contains("lost contact with the cluster")),
+            "{told:?}"
+        );
+    }
+    assert!(
+        down.elapsed() < REAPED_WITHIN,
+        "clients dropped only after {:?}",
+        down.elapsed()
+    );
+    // While Redis is away a newcomer is refused, and told so.
+    let mut early = Client::connect(a.addr).await;
+    let refusal = early.until_eof().await;
+    assert!(
+        refusal.iter().any(|l| l.starts_with("* error:")),
+        "{refusal:?}"
+    );
+
+    redis.start_again();
+    let mut carol = named_once_serving(&a, "carol").await;
+    let mut dave = named_once_serving(&b, "dave").await;
+    carol.send("we are back").await;
+    assert_eq!(next_chat(&mut dave).await, "carol> we are back");
+    dave.send("so we are").await;
+    assert_eq!(next_chat(&mut carol).await, "dave> so we are");
+}
+
+/// A client named `nick` on `node`, once the node serves again: until it
+/// has registered with Redis, newcomers are refused (and told so).
+async fn named_once_serving(node: &Served, nick: &str) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = Client::connect(node.addr).await;
+        let first = c.try_line().await.unwrap_or_default();
+        if first.starts_with("* welcome") {
+            c.send(&format!("/nick {nick}")).await;
+            c.expect_suffix(&format!("is now known as {nick}")).await;
+            c.nick = nick.to_string();
+            return c;
+        }
+        assert!(first.starts_with("* error:"), "{first:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{} never served again",
+            node.addr
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

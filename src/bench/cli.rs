@@ -11,8 +11,10 @@ use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Server address (loopback for load tests).
-    pub addr: SocketAddr,
+    /// Server address (loopback for load tests). Give several, the nodes
+    /// of one cluster, to spread the clients over them in turn.
+    #[arg(required = true, num_args = 1..)]
+    pub addr: Vec<SocketAddr>,
     /// Clients to connect; every one receives.
     #[arg(long, default_value_t = 100)]
     pub clients: usize,
@@ -41,9 +43,10 @@ pub struct BenchArgs {
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     pub connect_timeout: f64,
     /// Report this process's CPU use and memory (RSS) during the run: the
-    /// server's pid (`$!` after starting it in the background). Linux only.
+    /// server's pid (`$!` after starting it in the background). Repeat it
+    /// for a cluster's nodes and its Redis. Linux only.
     #[arg(long, value_name = "PID")]
-    pub server_pid: Option<u32>,
+    pub server_pid: Vec<u32>,
     /// Connect over TLS, verifying the server against the system's roots
     /// (or a fingerprint `rchat connect` remembered); see --ca, --insecure.
     #[arg(long)]
@@ -132,18 +135,26 @@ pub fn run(args: BenchArgs) -> anyhow::Result<u8> {
             .map_err(|_| anyhow::anyhow!("--{what} must be a number of seconds"))
     };
     let tls = bench_tls(&args)?;
+    let addr = args.addr[0];
+    let one_server = |what: &str| {
+        if args.addr.len() > 1 || args.server_pid.len() > 1 {
+            anyhow::bail!("--{what} takes one server address and at most one --server-pid");
+        }
+        Ok(())
+    };
     let connect_timeout = secs(args.connect_timeout, "connect-timeout")?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
 
     if args.soak {
+        one_server("soak")?;
         let mut config = crate::bench::soak::SoakConfig::new(
-            args.addr,
+            addr,
             args.clients,
             secs(args.duration, "duration")?,
         );
         config.tls = tls;
         config.connect_timeout = connect_timeout;
-        config.server_pid = args.server_pid;
+        config.server_pid = args.server_pid.first().copied();
         config.seed = args.seed;
         config.quiet = args.quiet;
         let report = runtime.block_on(crate::bench::soak::run(&config))?;
@@ -154,8 +165,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<u8> {
         return Ok(if report.passed() { 0 } else { EXIT_SOAK_FAILED });
     }
 
-    if let (Some(connections), Some(pid)) = (args.idle, args.server_pid) {
-        let mut config = crate::bench::idle::IdleConfig::new(args.addr, connections, pid);
+    if let (Some(connections), Some(&pid)) = (args.idle, args.server_pid.first()) {
+        one_server("idle")?;
+        let mut config = crate::bench::idle::IdleConfig::new(addr, connections, pid);
         config.tls = tls;
         config.hold = secs(args.duration, "duration")?;
         config.connect_timeout = connect_timeout;
@@ -168,9 +180,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
 
-    let mut config = crate::bench::BenchConfig::new(args.addr);
+    let mut config = crate::bench::BenchConfig::new(addr);
     config.tls = tls;
-    config.server_pid = args.server_pid;
+    config.other_addrs = args.addr[1..].to_vec();
+    config.server_pid = args.server_pid.first().copied();
+    config.other_pids = args.server_pid.iter().skip(1).copied().collect();
     config.clients = args.clients;
     config.senders = args.senders.resolve(args.clients);
     config.rate = args.rate;
@@ -243,7 +257,7 @@ fn bench_tls(args: &BenchArgs) -> anyhow::Result<Option<crate::bench::TlsTarget>
     if mode == TrustMode::Insecure {
         eprintln!("{}", trust::insecure_warning());
     }
-    let host_port = args.addr.to_string();
+    let host_port = args.addr[0].to_string();
     let known = KnownHosts::load_default()?;
     let (config, _seen) = trust::client_config(&mode, &host_port, args.trust.as_deref(), &known)?;
     Ok(Some(crate::bench::TlsTarget {

@@ -48,10 +48,13 @@ pub(crate) enum ConnectFailure {
     Tls(String),
 }
 
-/// Opens connections to one server.
+/// Opens connections to one server (or, spread, to the nodes of a
+/// cluster in turn).
 #[derive(Clone)]
 pub(crate) struct Connector {
     addr: SocketAddr,
+    /// Every node clients are spread over, `addr` first.
+    nodes: std::sync::Arc<[SocketAddr]>,
     tls: Option<(TlsConnector, ServerName<'static>)>,
 }
 
@@ -59,12 +62,28 @@ impl Connector {
     pub(crate) fn new(addr: SocketAddr, tls: Option<&TlsTarget>) -> Connector {
         Connector {
             addr,
+            nodes: std::sync::Arc::from([addr]),
             tls: tls.map(|t| (TlsConnector::from(t.config.clone()), t.server_name.clone())),
         }
     }
 
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// This connector, spreading clients over `others` too.
+    pub(crate) fn spread_over(mut self, others: &[SocketAddr]) -> Connector {
+        let mut nodes = vec![self.addr];
+        nodes.extend_from_slice(others);
+        self.nodes = nodes.into();
+        self
+    }
+
+    /// The connector for client `idx`: to the nodes in turn.
+    pub(crate) fn for_client(&self, idx: usize) -> Connector {
+        let mut one = self.clone();
+        one.addr = self.nodes[idx % self.nodes.len()];
+        one
     }
 
     /// Connects, with TCP_NODELAY (the server under test sets it too, and

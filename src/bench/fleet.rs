@@ -112,7 +112,7 @@ impl Fleet {
         let task = ClientTask {
             idx,
             generation,
-            connector: self.connector.clone(),
+            connector: self.connector.for_client(idx),
             shared: self.shared.clone(),
             connect_slots: self.slots.clone(),
             ready_tx: self.ready_tx.clone(),

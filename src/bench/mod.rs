@@ -162,6 +162,11 @@ pub struct BenchConfig {
     pub tls: Option<TlsTarget>,
     /// The server's process id, to report its CPU and memory (Linux).
     pub server_pid: Option<u32>,
+    /// More servers, the other nodes of a cluster: clients are spread over
+    /// `addr` and these in turn.
+    pub other_addrs: Vec<SocketAddr>,
+    /// More processes to report on (a cluster's other nodes, its Redis).
+    pub other_pids: Vec<u32>,
     /// Clients to connect; all of them receive. At least 2.
     pub clients: usize,
     /// How many of the clients also send (the first ones). 1 to `clients`.
@@ -208,6 +213,8 @@ impl BenchConfig {
             addr,
             tls: None,
             server_pid: None,
+            other_addrs: Vec::new(),
+            other_pids: Vec::new(),
             clients: 100,
             senders: 10,
             rate: Rate::Max,
@@ -324,6 +331,11 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
         Some(pid) => Some(Watch::start(Process::open(pid)?)?),
         None => None,
     };
+    let mut others = Vec::new();
+    for &pid in &cfg.other_pids {
+        others.push(Watch::start(Process::open(pid)?)?);
+    }
+    let mut others_from = Vec::new();
     let origin = Instant::now();
     let shared = Arc::new(Shared::new(cfg, origin));
     let progress = Progress::new(cfg.quiet, cfg.clients);
@@ -331,7 +343,7 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
     // dropping the fleet aborts anything left, closing every socket.
     let cancel = CancellationToken::new();
     let _stop_receivers = cancel.clone().drop_guard();
-    let connector = Connector::new(cfg.addr, cfg.tls.as_ref());
+    let connector = Connector::new(cfg.addr, cfg.tls.as_ref()).spread_over(&cfg.other_addrs);
     let mut fleet = Fleet::new(
         connector.clone(),
         shared.clone(),
@@ -444,6 +456,7 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
     let mut cpu_marked = watch.is_none();
     if cfg.warmup.is_zero() && !cpu_marked {
         cpu_from = watch.as_ref().and_then(Watch::sample);
+        others_from = others.iter().map(Watch::sample).collect();
         cpu_marked = true;
     }
     loop {
@@ -451,6 +464,7 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
             _ = tokio::time::sleep_until(end) => break,
             _ = tokio::time::sleep_until(warm), if !cpu_marked => {
                 cpu_from = watch.as_ref().and_then(Watch::sample);
+                others_from = others.iter().map(Watch::sample).collect();
                 cpu_marked = true;
             }
             now = tick.tick() => {
@@ -467,6 +481,7 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
         }
     }
     let server_end = watch.as_ref().and_then(Watch::sample);
+    let others_end: Vec<_> = others.iter().map(Watch::sample).collect();
 
     // Let the senders finish their last writes, then wait for whatever is
     // still in flight.
@@ -525,6 +540,14 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
     let server = watch.map(|w| server_stats(&w, cpu_from, server_end));
     let mut report = build_report(cfg, &shared, connect, &stats, drained);
     report.server = server;
+    report.others = others
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let from = others_from.get(i).copied().flatten();
+            server_stats(w, from, others_end.get(i).copied().flatten())
+        })
+        .collect();
     report.slow = slowed.map(|s| slow_stats(cfg, &shared, timeline, &s));
     report.churn = churned.map(|c| churn_stats(cfg, &shared, timeline, &c));
     report.latency_series = shared.with_series(|s| s.report());
@@ -678,6 +701,7 @@ fn build_report(
     Report {
         settings: Settings {
             addr: cfg.addr,
+            other_addrs: cfg.other_addrs.clone(),
             tls: cfg.tls.is_some(),
             clients: cfg.clients,
             senders: cfg.senders,
@@ -720,6 +744,7 @@ fn build_report(
         drained,
         latency: LatencyStats::from_histogram(&shared.latency()),
         server: None,
+        others: Vec::new(),
         slow: None,
         churn: None,
         latency_series: None,

@@ -89,8 +89,12 @@ pub fn render_svg(reports: &[Report]) -> Result<String, PlotError> {
 
 /// A label for one run in a legend.
 fn label(r: &Report) -> String {
+    let nodes = match r.settings.other_addrs.len() {
+        0 => String::new(),
+        n => format!(", {} nodes", n + 1),
+    };
     format!(
-        "{} clients, {} sending",
+        "{} clients, {} sending{nodes}",
         r.settings.clients, r.settings.senders
     )
 }

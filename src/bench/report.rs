@@ -63,6 +63,10 @@ pub struct Report {
     pub latency: LatencyStats,
     /// The server's CPU and memory, with `--server-pid`.
     pub server: Option<ServerStats>,
+    /// The other processes watched (a cluster's other nodes, its Redis),
+    /// in the order their `--server-pid` was given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub others: Vec<ServerStats>,
     /// The slow clients, with `--slow`.
     pub slow: Option<SlowStats>,
     /// The join and leave wave, with `--churn`.
@@ -160,6 +164,9 @@ pub struct ServerStats {
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
     pub addr: SocketAddr,
+    /// The cluster's other nodes the clients were spread over.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub other_addrs: Vec<SocketAddr>,
     /// Whether the clients spoke TLS.
     pub tls: bool,
     pub clients: usize,
@@ -333,8 +340,12 @@ impl Report {
         row(
             "target",
             format!(
-                "{}{}, {} clients ({} sending), rate {rate}, window {window}, {} B messages",
+                "{}{}{}, {} clients ({} sending), rate {rate}, window {window}, {} B messages",
                 s.addr,
+                match s.other_addrs.len() {
+                    0 => String::new(),
+                    n => format!(" and {n} more node{}", if n == 1 { "" } else { "s" }),
+                },
                 if s.tls { " (TLS)" } else { "" },
                 s.clients,
                 s.senders,
@@ -453,6 +464,23 @@ impl Report {
                     if srv.lost { " (process lost)" } else { "" }
                 ),
             );
+        }
+        for other in &self.others {
+            row(
+                "also",
+                format!(
+                    "pid {}: CPU {:.0}% of one core; RSS {} peak{}",
+                    other.pid,
+                    other.cpu_percent,
+                    fmt_bytes(other.rss_peak_bytes as f64),
+                    if other.lost { " (process lost)" } else { "" }
+                ),
+            );
+        }
+        if let (Some(srv), false) = (&self.server, self.others.is_empty()) {
+            let total: f64 =
+                srv.cpu_percent + self.others.iter().map(|o| o.cpu_percent).sum::<f64>();
+            row("CPU in all", format!("{total:.0}% of one core"));
         }
         if let Some(slow) = &self.slow {
             row("slow clients", slow.summary());

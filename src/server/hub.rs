@@ -129,6 +129,20 @@ pub struct RoomSeed {
     /// How many rooms had been retired when the read began.
     retired: u64,
     log: RoomLog,
+    /// The room's members on other cluster nodes and the events position
+    /// read with them, if any.
+    remote: Option<(String, Vec<Nick>)>,
+}
+
+impl RoomSeed {
+    /// This seed, for a room whose members on other nodes (`members`) were
+    /// read along with the cluster events position `from`: a new room
+    /// starts its mirror of them from that list and follows the events
+    /// from there, so that no join after the list goes untold.
+    pub fn with_remote(mut self, from: String, members: Vec<Nick>) -> RoomSeed {
+        self.remote = Some((from, members));
+        self
+    }
 }
 
 /// Rooms removed (emptied) lately, numbered, so that a store read made
@@ -326,9 +340,16 @@ struct Room {
     recent: VecDeque<Arc<Envelope>>,
     /// Join and leave notices not yet told (big rooms only).
     held: Held,
-    /// When the room came to life here, in ms since the epoch: a cluster
-    /// node tells its members of other nodes' joins and leaves from then.
-    since_ms: u64,
+    /// Where in the room's cluster events a node tells its members of
+    /// other nodes' joins and leaves from: the position read with the
+    /// room's members on other nodes when it came to life here, or else
+    /// that moment (`MS-0`).
+    events_from: String,
+    /// The room's members on other nodes of a cluster (nick key → nick):
+    /// read with `events_from`, then kept by their joins, leaves and
+    /// renames, so that a joiner's member list and the notices after it
+    /// agree. Empty without a cluster.
+    remote: std::collections::BTreeMap<String, Nick>,
 }
 
 /// A big room's notices waiting to be told in one bundle.
@@ -431,7 +452,8 @@ impl Hub {
             last_seq: 0,
             recent: VecDeque::new(),
             held: Held::default(),
-            since_ms: now_ms(),
+            events_from: format!("{}-0", now_ms()),
+            remote: Default::default(),
         };
         let Some(log) = log else {
             return room;
@@ -494,7 +516,12 @@ impl Hub {
                 error!(room = %key, error = %e, "cannot read the room's history");
                 RoomLog::default()
             });
-        Some(RoomSeed { key, retired, log })
+        Some(RoomSeed {
+            key,
+            retired,
+            log,
+            remote: None,
+        })
     }
 
     /// The replay a joiner of `room` gets, if history is on.
@@ -826,10 +853,12 @@ impl Hub {
             }
             let retired = guard.retired.count;
             drop(guard);
+            let remote = seed.as_mut().and_then(|s| s.remote.take());
             seed = Some(RoomSeed {
                 key: key.clone(),
                 retired,
                 log: Self::read_log(history, &key),
+                remote,
             });
         };
         let st = &mut *guard;
@@ -848,7 +877,14 @@ impl Hub {
         let outbox = member.outbox.clone();
         let room = st.rooms.entry(key.clone()).or_insert_with(|| {
             self.created.notify_one();
-            self.new_room(name, seed.take().map(|s| s.log))
+            let mut seed = seed.take();
+            let remote = seed.as_mut().and_then(|s| s.remote.take());
+            let mut room = self.new_room(name, seed.map(|s| s.log));
+            if let Some((from, members)) = remote {
+                room.events_from = from;
+                room.remote = members.into_iter().map(|n| (n.key(), n)).collect();
+            }
+            room
         });
         let room_name = room.name.clone();
         let replay = self.replay(room);
@@ -1305,10 +1341,23 @@ impl State {
         self.overflowed.extend(overflowed);
     }
 
+    /// Everyone in the room, on this node and (in a cluster) the others,
+    /// sorted case-insensitively.
     fn member_nicks(&self, room_key: &str) -> Vec<Nick> {
-        self.rooms
-            .get(room_key)
-            .map_or_else(Vec::new, |room| room.members.nicks())
+        let Some(room) = self.rooms.get(room_key) else {
+            return Vec::new();
+        };
+        let mut nicks = room.members.nicks();
+        if !room.remote.is_empty() {
+            nicks.extend(
+                room.remote
+                    .iter()
+                    .filter(|(key, _)| !self.nicks.contains_key(*key))
+                    .map(|(_, nick)| nick.clone()),
+            );
+            nicks.sort_by_key(|n| n.key());
+        }
+        nicks
     }
 
     fn leave_room(&mut self, id: MemberId, room_key: &str, reason: LeaveReason) {

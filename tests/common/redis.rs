@@ -66,6 +66,10 @@ impl Redis {
         Served::start(&all)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the server (`kill -9`): everything it held is gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

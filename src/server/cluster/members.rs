@@ -26,6 +26,27 @@ use crate::server::hub::Membership;
 /// only memory.
 pub(super) const EVENTS_KEPT: u64 = 1000;
 
+/// A room's members on the other nodes, and the position of the room's
+/// events stream that goes with that list (one script, so atomic): every
+/// join or leave not in the list is after that position.
+pub async fn elsewhere(
+    cluster: &Cluster,
+    room_key: &str,
+) -> Result<(Vec<Nick>, String), ClusterError> {
+    let node = cluster.node();
+    let (position, names): (String, Vec<String>) = cluster
+        .scripts
+        .elsewhere
+        .key(members_key(room_key))
+        .key(format!("rchat:node:{node}:members"))
+        .key(events_key(room_key))
+        .arg(room_key)
+        .invoke_async(&mut cluster.commands())
+        .await?;
+    let nicks = names.iter().filter_map(|n| Nick::parse(n).ok()).collect();
+    Ok((nicks, position))
+}
+
 /// Every room with members anywhere: room key → room name as spelled.
 const ROOMS: &str = "rchat:rooms";
 

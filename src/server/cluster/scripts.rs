@@ -197,6 +197,24 @@ redis.call('DEL', prefix .. ':nicks', prefix .. ':members', prefix .. ':inbox', 
 return 1
 "#;
 
+/// A room's members on nodes other than `KEYS[2]`'s owner (its record of
+/// its own members), with the room's events position at that moment:
+/// `{position, {nick, ...}}`. `KEYS[1]` is the room's member hash,
+/// `KEYS[3]` its events stream, `ARGV[1]` the room key.
+const ELSEWHERE: &str = r#"
+local out = {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if redis.call('HEXISTS', KEYS[2], ARGV[1] .. '\t' .. all[i]) == 0 then
+    table.insert(out, all[i + 1])
+  end
+end
+local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+local position = '0-0'
+if #last > 0 then position = last[1][1] end
+return {position, out}
+"#;
+
 /// The scripts, loaded once per node (each is sent by its hash, and in
 /// full only when Redis does not know it yet).
 pub struct Scripts {
@@ -208,6 +226,7 @@ pub struct Scripts {
     pub beat: Script,
     pub register: Script,
     pub reap: Script,
+    pub elsewhere: Script,
 }
 
 impl Default for Scripts {
@@ -221,6 +240,7 @@ impl Default for Scripts {
             beat: Script::new(BEAT),
             register: Script::new(REGISTER),
             reap: Script::new(REAP),
+            elsewhere: Script::new(ELSEWHERE),
         }
     }
 }

@@ -106,7 +106,7 @@ async fn follow(
         for room in &rooms {
             events_last
                 .entry(room.key.clone())
-                .or_insert_with(|| format!("{}-0", room.since_ms));
+                .or_insert_with(|| room.events_from.clone());
         }
         let inbox = cluster.inbox();
         if inbox_last.0 != inbox {

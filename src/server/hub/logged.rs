@@ -43,7 +43,8 @@ pub enum Membership {
 pub struct LiveRoom {
     pub key: String,
     pub last_seq: u64,
-    pub since_ms: u64,
+    /// Where the node follows the room's cluster events from.
+    pub events_from: String,
 }
 
 /// Changes waiting for the publisher; past this they are dropped (and
@@ -90,8 +91,21 @@ impl Hub {
     pub fn tell_remote(&self, room_key: &str, event: Event) {
         let mut guard = self.lock();
         let st = &mut *guard;
-        if !st.rooms.contains_key(room_key) {
+        let Some(room) = st.rooms.get_mut(room_key) else {
             return;
+        };
+        match &event {
+            Event::Joined { nick, .. } => {
+                room.remote.insert(nick.key(), nick.clone());
+            }
+            Event::Left { nick, .. } => {
+                room.remote.remove(&nick.key());
+            }
+            Event::Renamed { old, new } => {
+                room.remote.remove(&old.key());
+                room.remote.insert(new.key(), new.clone());
+            }
+            _ => {}
         }
         st.announce(room_key, Envelope::new(event));
         self.settle(st);
@@ -133,7 +147,7 @@ impl Hub {
             .map(|(key, room)| LiveRoom {
                 key: key.clone(),
                 last_seq: room.last_seq,
-                since_ms: room.since_ms,
+                events_from: room.events_from.clone(),
             })
             .collect()
     }

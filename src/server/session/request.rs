@@ -356,21 +356,19 @@ impl<'a> Dispatcher<'a> {
     fn join_in_cluster(&self, link: &Arc<Link>, room: String, leaving: Option<String>) -> Outcome {
         let (hub, id, confirm, link) = (self.hub.clone(), self.id, self.confirm, link.clone());
         Outcome::Wait(Box::pin(async move {
-            // Best effort: without the list, the confirmation lists this
-            // node's members only.
-            let others = members::who(&link.cluster, &crate::names::key_of(&room))
-                .await
-                .unwrap_or_default();
+            // A room new here starts its mirror of the other nodes'
+            // members from Redis; a live one keeps its own. Best effort:
+            // without the list, the room lists this node's members until
+            // others join.
             let seed = hub.prepare_join(&room).await;
-            let confirm = move |joined: &Joined| {
-                let mut all = joined.clone();
-                for nick in others {
-                    if !all.members.iter().any(|m| m.key() == nick.key()) {
-                        all.members.push(nick);
+            let seed = match seed {
+                Some(seed) => {
+                    match members::elsewhere(&link.cluster, &crate::names::key_of(&room)).await {
+                        Ok((others, from)) => Some(seed.with_remote(from, others)),
+                        Err(_) => Some(seed),
                     }
                 }
-                all.members.sort_by_key(|n| n.key());
-                confirm(&all)
+                None => None,
             };
             match leaving {
                 Some(old) => hub.switch_seeded(id, &old, &room, seed, confirm),
@@ -384,6 +382,11 @@ impl<'a> Dispatcher<'a> {
     fn who_in_cluster(&self, link: &Arc<Link>, room: String) -> Outcome {
         let (hub, link) = (self.hub.clone(), link.clone());
         Outcome::Wait(Box::pin(async move {
+            // A room live here has its members on other nodes mirrored in
+            // the hub, in step with the notices its members were told.
+            if let Ok((name, nicks)) = hub.who(&room) {
+                return Reply::Who(name, nicks);
+            }
             let name = match hub.room_name(&room) {
                 Some(name) => name,
                 None => match RoomName::parse(&room) {
