@@ -36,9 +36,9 @@ enum Command {
 
 #[derive(Args)]
 struct ConnectArgs {
-    /// Server address, HOST:PORT.
-    #[arg(default_value = rchat::config::DEFAULT_LISTEN)]
-    addr: String,
+    /// Server address, HOST:PORT. [default: `server` in client.toml, else
+    /// 127.0.0.1:1234]
+    addr: Option<String>,
     /// Nickname to use (and to restore after a reconnect).
     #[arg(long)]
     nick: Option<String>,

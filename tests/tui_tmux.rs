@@ -5,123 +5,13 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use common::tmux::{line_with, Tmux};
+
 use std::time::{Duration, Instant};
 
 use common::served::gen_cert;
 use common::TestServer;
 use rchat::config::{HistoryMode, ServerConfig};
-
-/// A private tmux server, killed (with its sessions) when dropped.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn new() -> Option<Tmux> {
-        let ok = Command::new("tmux")
-            .arg("-V")
-            .output()
-            .map(|o| o.status.success());
-        if !matches!(ok, Ok(true)) {
-            return None;
-        }
-        // One tmux server per test: tests run in parallel in one process.
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Some(Tmux {
-            socket: format!("rchat-test-{}-{n}", std::process::id()),
-        })
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .args(["-L", &self.socket])
-            .args(args)
-            .output()
-            .expect("run tmux")
-    }
-
-    /// Starts `cmd` in a new detached 100x30 session.
-    fn start(&self, name: &str, cmd: &str) {
-        let out = self.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            name,
-            "-x",
-            "100",
-            "-y",
-            "30",
-            cmd,
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn keys(&self, name: &str, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", name];
-        args.extend_from_slice(keys);
-        assert!(self.run(&args).status.success());
-    }
-
-    /// Types `text` literally (no key-name interpretation).
-    fn type_text(&self, name: &str, text: &str) {
-        assert!(self
-            .run(&["send-keys", "-t", name, "-l", text])
-            .status
-            .success());
-    }
-
-    fn screen(&self, name: &str) -> String {
-        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", name]).stdout).into_owned()
-    }
-
-    fn alive(&self, name: &str) -> bool {
-        self.run(&["has-session", "-t", name]).status.success()
-    }
-
-    /// Waits until the screen satisfies `pred`; panics with the screen if it
-    /// does not within the deadline.
-    fn wait_screen(&self, name: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let start = Instant::now();
-        loop {
-            let screen = self.screen(name);
-            if pred(&screen) {
-                return screen;
-            }
-            if start.elapsed() > common::DEADLINE {
-                panic!("{name}: timed out waiting for {what}; screen:\n{screen}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn wait_exit(&self, name: &str) {
-        let start = Instant::now();
-        while self.alive(name) {
-            if start.elapsed() > common::DEADLINE {
-                panic!("{name} did not exit; screen:\n{}", self.screen(name));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.run(&["kill-server"]);
-    }
-}
-
-/// The line of the screen holding the input prompt: the last line that
-/// contains `needle`.
-fn line_with<'a>(screen: &'a str, needle: &str) -> Option<&'a str> {
-    screen.lines().rev().find(|l| l.contains(needle))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_users_chat_and_half_typed_text_survives_incoming_messages() {
@@ -136,7 +26,7 @@ async fn two_users_chat_and_half_typed_text_survives_incoming_messages() {
     let bin = env!("CARGO_BIN_EXE_rchat");
     let cmd = |nick: &str| {
         format!(
-            "env TERM=xterm-256color RCHAT_KNOWN_HOSTS={} {bin} connect {} --nick {nick}",
+            "env TERM=xterm-256color RCHAT_CONFIG_DIR=/nonexistent/rchat-test RCHAT_KNOWN_HOSTS={} {bin} connect {} --nick {nick}",
             kh.path().join("known_hosts").display(),
             srv.addr
         )
@@ -234,7 +124,7 @@ async fn first_use_of_a_self_signed_server_asks_and_remembers() {
     let addr = format!("localhost:{}", srv.addr.port());
     let cmd = |nick: &str| {
         format!(
-            "env TERM=xterm-256color RCHAT_KNOWN_HOSTS={} {bin} connect {addr} --tls --nick {nick}",
+            "env TERM=xterm-256color RCHAT_CONFIG_DIR=/nonexistent/rchat-test RCHAT_KNOWN_HOSTS={} {bin} connect {addr} --tls --nick {nick}",
             kh.display()
         )
     };
@@ -303,7 +193,7 @@ async fn a_late_joiner_sees_the_replay_and_scrolls_back_to_the_beginning() {
     let kh = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_rchat");
     let cmd = format!(
-        "env TERM=xterm-256color RCHAT_KNOWN_HOSTS={} {bin} connect {} --nick reader",
+        "env TERM=xterm-256color RCHAT_CONFIG_DIR=/nonexistent/rchat-test RCHAT_KNOWN_HOSTS={} {bin} connect {} --nick reader",
         kh.path().join("known_hosts").display(),
         srv.addr
     );
@@ -387,7 +277,7 @@ async fn a_server_password_is_asked_for_without_echo() {
     .await;
     let bin = env!("CARGO_BIN_EXE_rchat");
     let cmd = format!(
-        "env TERM=xterm-256color RCHAT_KNOWN_HOSTS={} {bin} connect {} --nick pat",
+        "env TERM=xterm-256color RCHAT_CONFIG_DIR=/nonexistent/rchat-test RCHAT_KNOWN_HOSTS={} {bin} connect {} --nick pat",
         dir.path().join("known_hosts").display(),
         srv.addr
     );
@@ -449,7 +339,7 @@ async fn a_refused_nick_stays_on_screen_until_another_is_chosen() {
     let kh = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_rchat");
     let cmd = format!(
-        "env TERM=xterm-256color RCHAT_KNOWN_HOSTS={} {bin} connect {} --nick alice",
+        "env TERM=xterm-256color RCHAT_CONFIG_DIR=/nonexistent/rchat-test RCHAT_KNOWN_HOSTS={} {bin} connect {} --nick alice",
         kh.path().join("known_hosts").display(),
         srv.addr
     );

@@ -11,12 +11,14 @@ use tokio_rustls::TlsConnector;
 
 use crate::client::conn::{self, Options};
 use crate::client::plain::{self, Printer};
+use crate::client::settings::{self, ClientSettings};
 use crate::client::trust::{self, KnownHosts, TrustError, TrustMode};
 
 /// Everything `rchat connect` was asked to do.
 #[derive(Debug, Clone)]
 pub struct ConnectConfig {
-    pub addr: String,
+    /// `None`: the config file's `server`, else the default address.
+    pub addr: Option<String>,
     pub nick: Option<String>,
     pub room: Option<String>,
     /// TLS requested (also implied by `ca`, `trust` and `insecure`).
@@ -48,8 +50,26 @@ pub enum AppError {
         path: PathBuf,
         cause: std::io::Error,
     },
+    #[error(transparent)]
+    Settings(#[from] crate::client::settings::SettingsError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// `cfg` with what its flags left open taken from the client's settings.
+fn settle_defaults(mut cfg: ConnectConfig, settings: &ClientSettings) -> ConnectConfig {
+    cfg.addr = cfg
+        .addr
+        .or_else(|| settings.server.clone())
+        .or_else(|| Some(crate::config::DEFAULT_LISTEN.to_string()));
+    cfg.nick = cfg.nick.or_else(|| settings.nick.clone());
+    cfg.room = cfg.room.or_else(|| settings.room.clone());
+    cfg.tls |= settings.tls;
+    if !cfg.insecure {
+        cfg.ca = cfg.ca.or_else(|| settings.ca.clone());
+        cfg.trust = cfg.trust.or_else(|| settings.trust.clone());
+    }
+    cfg
 }
 
 /// How long the first TLS probe may take.
@@ -72,6 +92,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs the client to completion; returns the process exit code.
 pub async fn run(cfg: ConnectConfig) -> Result<i32, AppError> {
+    let config_dir = settings::config_dir();
+    let settings = ClientSettings::load(config_dir.as_deref())?;
+    let cfg = settle_defaults(cfg, &settings);
+    let addr = cfg.addr.clone().unwrap_or_default();
     let tls = if cfg.tls || cfg.ca.is_some() || cfg.trust.is_some() || cfg.insecure {
         Some(settle_trust(&cfg).await?)
     } else {
@@ -79,7 +103,7 @@ pub async fn run(cfg: ConnectConfig) -> Result<i32, AppError> {
     };
     let tls_on = tls.is_some();
     let mut options = Options {
-        addr: cfg.addr.clone(),
+        addr: addr.clone(),
         nick: cfg.nick.clone(),
         room: cfg.room.clone(),
         tls,
@@ -93,11 +117,28 @@ pub async fn run(cfg: ConnectConfig) -> Result<i32, AppError> {
         conn::start(options)
     };
     if interactive && !cfg.plain {
-        let view = crate::client::view::ChatView::new(&cfg.addr, tls_on);
-        crate::client::tui::run(handle, updates, view).await?;
+        let mut view = crate::client::view::ChatView::new(&addr, tls_on);
+        view.set_highlights(&settings.highlight);
+        view.set_time_format(settings::TimeFormat::of(&settings));
+        let ignore_file = config_dir.as_deref().map(settings::ignored_path);
+        for nick in ignore_file
+            .as_deref()
+            .map(settings::load_ignored)
+            .unwrap_or_default()
+        {
+            view.ignore(&nick);
+        }
+        let options = crate::client::tui::Options {
+            bell: settings.bell,
+            colors: settings.colors && std::env::var_os("NO_COLOR").is_none(),
+            ignore_file,
+        };
+        crate::client::tui::run(handle, updates, view, options).await?;
         Ok(0)
     } else {
-        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let color = settings.colors
+            && std::io::stdout().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none();
         let stdin = tokio::io::BufReader::new(tokio::io::stdin());
         let printer = Printer {
             color,
@@ -220,7 +261,7 @@ async fn settle_trust(cfg: &ConnectConfig) -> Result<Arc<rustls::ClientConfig>, 
         TrustMode::System
     };
     let mut known = KnownHosts::load_default()?;
-    let host_port = cfg.addr.as_str();
+    let host_port = cfg.addr.as_deref().unwrap_or_default();
     let pinned = cfg.trust.as_deref();
     loop {
         let (config, seen) = trust::client_config(&mode, host_port, pinned, &known)?;

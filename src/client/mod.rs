@@ -8,6 +8,7 @@ pub mod app;
 pub mod conn;
 pub mod input;
 pub mod plain;
+pub mod settings;
 pub mod trust;
 pub mod tui;
 pub mod view;

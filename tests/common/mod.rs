@@ -5,6 +5,7 @@
 
 pub mod redis;
 pub mod served;
+pub mod tmux;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -15,6 +15,7 @@ use ratatui::crossterm::event::{
 };
 use ratatui::Frame;
 
+use super::complete::Completion;
 use super::input::InputLine;
 use super::render::{draw, scroll_for, scroll_to_top_of, Anchor, Drawn};
 use crate::client::conn::Update;
@@ -68,6 +69,30 @@ pub struct App {
     history_id: Option<String>,
     jump: Option<Jump>,
     next_id: u64,
+    /// A Tab completion being cycled through.
+    completion: Option<Completion>,
+    pub options: Options,
+}
+
+/// What the user's settings make of the interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Ring the terminal bell on a mention or private message.
+    pub bell: bool,
+    /// Colours on (`false`: attributes such as bold only).
+    pub colors: bool,
+    /// Where `/ignore` keeps its list; `None`: for this session only.
+    pub ignore_file: Option<std::path::PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            bell: true,
+            colors: true,
+            ignore_file: None,
+        }
+    }
 }
 
 impl App {
@@ -87,6 +112,8 @@ impl App {
             history_id: None,
             jump: None,
             next_id: 0,
+            completion: None,
+            options: Options::default(),
         }
     }
 
@@ -111,6 +138,13 @@ impl App {
             }
         }
         self.last = draw(frame, &self.view, &self.input, self.scroll);
+        if !self.options.colors {
+            // Attributes stay (bold, reversed): they are not colour.
+            for cell in frame.buffer_mut().content.iter_mut() {
+                cell.fg = ratatui::style::Color::Reset;
+                cell.bg = ratatui::style::Color::Reset;
+            }
+        }
         self.scroll = self.last.scroll;
         self.anchor = self.last.anchor.filter(|_| self.scroll > 0);
     }
@@ -239,6 +273,37 @@ impl App {
         }
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         let alt = key.modifiers.contains(KeyModifiers::ALT);
+        // Tab cycles a completion; any other key keeps what it shows.
+        let completion = self.completion.take();
+        match key.code {
+            KeyCode::Tab | KeyCode::BackTab => {
+                let step = if key.code == KeyCode::Tab { 1 } else { -1 };
+                self.completion = match completion {
+                    Some(mut c) => {
+                        c.cycle(&mut self.input, step);
+                        Some(c)
+                    }
+                    None => Completion::start(&mut self.input, &self.view),
+                };
+                return Effect::None;
+            }
+            // Alt+1..9: the room at that place in the status bar.
+            KeyCode::Char(c @ '1'..='9') if alt && !ctrl => {
+                let at = c as usize - '1' as usize;
+                if let Some(name) = self.view.rooms().get(at).map(|r| r.name.clone()) {
+                    self.view.switch_room(&name);
+                    self.scroll_down(usize::MAX);
+                }
+                return Effect::None;
+            }
+            KeyCode::Left | KeyCode::Right if alt && !ctrl => {
+                self.view
+                    .cycle_room(if key.code == KeyCode::Left { -1 } else { 1 });
+                self.scroll_down(usize::MAX);
+                return Effect::None;
+            }
+            _ => {}
+        }
         let input = &mut self.input;
         match key.code {
             KeyCode::Char('c') if ctrl => return Effect::Quit(None),
@@ -271,12 +336,11 @@ impl App {
             KeyCode::Char(c) if ctrl && alt => input.insert(c),
             KeyCode::Char(_) if ctrl || alt => {}
             KeyCode::Char(c) => input.insert(c),
-            KeyCode::Tab => input.insert(' '),
             KeyCode::Backspace if alt => input.kill_word(),
             KeyCode::Backspace => input.backspace(),
             KeyCode::Delete => input.delete(),
-            KeyCode::Left if ctrl || alt => input.word_left(),
-            KeyCode::Right if ctrl || alt => input.word_right(),
+            KeyCode::Left if ctrl => input.word_left(),
+            KeyCode::Right if ctrl => input.word_right(),
             KeyCode::Left => input.left(),
             KeyCode::Right => input.right(),
             KeyCode::Home => input.home(),
@@ -291,9 +355,74 @@ impl App {
         Effect::None
     }
 
+    /// Whether the bell should ring now (a mention or a private message
+    /// arrived, and the bell is on).
+    pub fn take_bell(&mut self) -> bool {
+        self.view.take_bell() && self.options.bell
+    }
+
+    /// `/ignore [NICK]` and `/unignore NICK`, which the client keeps to
+    /// itself; `None` for any other line.
+    fn ignore_command(&mut self, line: &str) -> Option<()> {
+        let mut words = line.split_whitespace();
+        let command = words.next()?;
+        let nick = words.next();
+        match (command, nick) {
+            ("/ignore", None) => {
+                let list: Vec<&str> = self.view.ignored().collect();
+                let text = if list.is_empty() {
+                    "you ignore no one; /ignore NICK hides someone's messages".to_string()
+                } else {
+                    format!("ignoring: {}", list.join(", "))
+                };
+                self.view.note_info(text);
+            }
+            ("/ignore", Some(nick)) => {
+                if self.view.ignored().count() >= crate::client::settings::MAX_IGNORED {
+                    self.view.note_error("the ignore list is full".into());
+                } else if self.view.ignore(nick) {
+                    self.view.note_info(format!(
+                        "ignoring {nick}: their messages are hidden in every room (/unignore {nick})"
+                    ));
+                    self.save_ignored();
+                } else {
+                    self.view.note_info(format!("you ignore {nick} already"));
+                }
+            }
+            ("/unignore", Some(nick)) => {
+                if self.view.unignore(nick) {
+                    self.view.note_info(format!("no longer ignoring {nick}"));
+                    self.save_ignored();
+                } else {
+                    self.view.note_error(format!("you do not ignore {nick}"));
+                }
+            }
+            ("/unignore", None) => self.view.note_error("usage: /unignore NICK".into()),
+            _ => return None,
+        }
+        self.scroll = 0;
+        Some(())
+    }
+
+    fn save_ignored(&mut self) {
+        let Some(path) = self.options.ignore_file.clone() else {
+            return;
+        };
+        let list: Vec<String> = self.view.ignored().map(str::to_string).collect();
+        if let Err(e) = crate::client::settings::save_ignored(&path, &list) {
+            self.view.note_error(format!(
+                "cannot save the ignore list to {}: {e}",
+                path.display()
+            ));
+        }
+    }
+
     /// Enter: turns the typed line into an effect.
     fn submit(&mut self) -> Effect {
         let line = self.input.submit();
+        if self.ignore_command(&line).is_some() {
+            return Effect::None;
+        }
         let room = self.view.current_room().map(str::to_owned);
         match input::parse(&line, room.as_deref(), &mut self.next_id) {
             Action::None => Effect::None,
@@ -413,6 +542,53 @@ mod tests {
         // Once the connection has ended, any key exits.
         app.view.set_ended();
         assert_eq!(app.on_key(key(KeyCode::Char('q'))), Effect::Exit);
+    }
+
+    fn alt(code: KeyCode) -> KeyEvent {
+        KeyEvent::new(code, KeyModifiers::ALT)
+    }
+
+    #[test]
+    fn room_keys_and_tab_completion() {
+        let mut app = App::new(view());
+        for room in ["dev", "rust"] {
+            msg(
+                &mut app.view,
+                ServerMsg::RoomState {
+                    room: room.into(),
+                    members: vec!["alice".into()],
+                },
+            );
+        }
+        assert_eq!(app.view.current_room(), Some("rust"));
+        app.on_key(alt(KeyCode::Char('1')));
+        assert_eq!(app.view.current_room(), Some("lobby"));
+        app.on_key(alt(KeyCode::Char('2')));
+        assert_eq!(app.view.current_room(), Some("dev"));
+        app.on_key(alt(KeyCode::Char('9')));
+        assert_eq!(app.view.current_room(), Some("dev"), "no ninth room");
+        app.on_key(alt(KeyCode::Right));
+        assert_eq!(app.view.current_room(), Some("rust"));
+        app.on_key(alt(KeyCode::Right));
+        assert_eq!(app.view.current_room(), Some("lobby"));
+        app.on_key(alt(KeyCode::Left));
+        assert_eq!(app.view.current_room(), Some("rust"));
+        app.on_key(alt(KeyCode::Char('1')));
+        // Tab completes bob at the start of the line; typing goes on after.
+        app.on_key(key(KeyCode::Char('b')));
+        app.on_key(key(KeyCode::Tab));
+        assert_eq!(app.input.text(), "bob: ");
+        for c in "hi".chars() {
+            app.on_key(key(KeyCode::Char(c)));
+        }
+        assert_eq!(app.input.text(), "bob: hi");
+        // Shift+Tab on a fresh word cycles backwards from the start.
+        app.input.submit();
+        for c in "/j".chars() {
+            app.on_key(key(KeyCode::Char(c)));
+        }
+        app.on_key(key(KeyCode::BackTab));
+        assert_eq!(app.input.text(), "/join ");
     }
 
     #[test]

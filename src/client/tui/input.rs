@@ -89,6 +89,22 @@ impl InputLine {
         }
     }
 
+    /// Replaces the bytes `start..end` (on char boundaries, `end` at most
+    /// the length) with `with`, leaving the cursor after it: what a
+    /// completion does to the word it completes.
+    pub fn replace(&mut self, start: usize, end: usize, with: &str) {
+        let end = end.min(self.text.len());
+        let start = start.min(end);
+        if !self.text.is_char_boundary(start) || !self.text.is_char_boundary(end) {
+            return;
+        }
+        if self.text.len() - (end - start) + with.len() > MAX_INPUT {
+            return;
+        }
+        self.text.replace_range(start..end, with);
+        self.cursor = start + with.len();
+    }
+
     pub fn left(&mut self) {
         self.cursor = self.prev_boundary(self.cursor);
     }

@@ -53,6 +53,7 @@
 //! [`Frame`]: ratatui::Frame
 
 mod app;
+mod complete;
 mod input;
 mod render;
 mod style;
@@ -62,7 +63,7 @@ mod test_util;
 mod width;
 mod wrap;
 
-pub use app::{App, Effect};
+pub use app::{App, Effect, Options};
 pub use input::InputLine;
 pub use render::{draw, Drawn};
 pub use style::{hhmm, nick_colour};
@@ -131,12 +132,14 @@ pub async fn run(
     handle: Handle,
     mut updates: mpsc::Receiver<Update>,
     view: ChatView,
+    options: Options,
 ) -> io::Result<()> {
     let guard = TerminalGuard::enter()?;
     let result = async {
         let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
         terminal.clear()?;
         let mut app = App::new(view);
+        app.options = options;
         event_loop(
             &mut terminal,
             &mut app,
@@ -144,12 +147,21 @@ pub async fn run(
             &mut updates,
             EventStream::new(),
             stop_signal(),
+            ring_bell,
         )
         .await
     }
     .await;
     drop(guard);
     result
+}
+
+/// Rings the terminal's bell (BEL), which terminals show or sound as
+/// their user has set them to.
+fn ring_bell() {
+    use std::io::Write;
+    let mut out = io::stdout();
+    let _ = out.write_all(b"\x07").and_then(|()| out.flush());
 }
 
 /// Sends the quit and gives the connection a moment to deliver it (it
@@ -168,6 +180,7 @@ async fn event_loop<B, E, O>(
     updates: &mut mpsc::Receiver<Update>,
     mut events: E,
     stop: impl Future<Output = ()>,
+    ring: impl Fn(),
 ) -> io::Result<()>
 where
     B: Backend,
@@ -180,6 +193,9 @@ where
     tokio::pin!(stop);
     loop {
         terminal.draw(|frame| app.draw(frame))?;
+        if app.take_bell() {
+            ring();
+        }
         tokio::select! {
             event = events.next() => {
                 // No more terminal input: leave as if the user quit.
@@ -279,6 +295,7 @@ mod tests {
             &mut up_rx,
             Box::pin(events),
             stop,
+            || {},
         )
         .await
         .unwrap();
@@ -360,6 +377,7 @@ mod tests {
                 async {
                     let _ = stop_rx.await;
                 },
+                || {},
             ),
             driver
         );

@@ -70,6 +70,23 @@ fn mark_row(mark: HistoryMark, width: usize) -> TextLine<'static> {
         .unwrap_or_default()
 }
 
+/// The unread marker's row: a rule across the pane.
+fn unread_row(width: usize) -> TextLine<'static> {
+    let label = " new ";
+    let side = width.saturating_sub(label.len()) / 2;
+    let text = format!(
+        "{}{label}{}",
+        "─".repeat(side),
+        "─".repeat(width.saturating_sub(side + label.len()))
+    );
+    TextLine::from(Span::styled(
+        text,
+        Style::new()
+            .fg(Color::LightRed)
+            .add_modifier(Modifier::BOLD),
+    ))
+}
+
 /// The current room's rows as the message pane shows them, newest first,
 /// with the history mark above the oldest message held without a gap (or
 /// above everything). Lazy, so the pane renders only what it shows.
@@ -77,17 +94,28 @@ fn pane_rows(view: &ChatView, width: usize) -> impl Iterator<Item = PaneRow> + '
     let mark = view.history_mark();
     let room = view.current_room().unwrap_or("");
     let floor = mark.and_then(|(_, at)| at);
+    let unread = view.unread_marker();
     let lines = view.visible_lines().rev().flat_map(move |line| {
         let uid = line.uid();
-        let mut rows: Vec<PaneRow> = render_line(line, view.nick(), width)
-            .into_iter()
-            .rev()
-            .map(|text| PaneRow {
+        // Below the last line read: the unread marker.
+        let mut rows: Vec<PaneRow> = (unread == Some(uid))
+            .then(|| PaneRow {
                 owner: Some(uid),
                 mark: false,
-                text,
+                text: unread_row(width),
             })
+            .into_iter()
             .collect();
+        rows.extend(
+            render_line(line, view.nick(), view.time_format(), width)
+                .into_iter()
+                .rev()
+                .map(|text| PaneRow {
+                    owner: Some(uid),
+                    mark: false,
+                    text,
+                }),
+        );
         if let (Some((m, _)), Some(seq)) = (mark, floor) {
             if line.seq == Some(seq) && line.in_room(room) {
                 rows.push(PaneRow {
@@ -309,54 +337,119 @@ fn state_spans(view: &ChatView) -> (Span<'static>, Option<String>) {
     )
 }
 
+/// The rooms in the status bar: every room in order, the current one in
+/// brackets, others with their unread count and `!` after a mention.
+/// `compact` (a narrow screen): the current room and the rooms with
+/// something new only, by their Alt+number, and how many are left out.
+fn room_spans(view: &ChatView, compact: bool) -> Vec<Span<'static>> {
+    let mut spans = Vec::new();
+    if view.rooms().is_empty() {
+        spans.push(Span::styled("no room", STATUS_BAR));
+        return spans;
+    }
+    let current = view.current_room().unwrap_or("");
+    let mut left_out = 0;
+    for (i, room) in view.rooms().iter().enumerate() {
+        let is_current = room.name.eq_ignore_ascii_case(current);
+        let label = if compact {
+            (i + 1).to_string()
+        } else {
+            display(&room.name).into_owned()
+        };
+        let span = if is_current {
+            let name = if compact {
+                let name: String = display(&room.name).chars().take(16).collect();
+                format!("[{}:{name}]", i + 1)
+            } else {
+                format!("[{label}]")
+            };
+            Span::styled(name, STATUS_BAR.add_modifier(Modifier::BOLD))
+        } else if room.mentioned {
+            Span::styled(
+                format!("{label}({}!)", room.unread),
+                STATUS_BAR
+                    .fg(Color::LightMagenta)
+                    .add_modifier(Modifier::BOLD),
+            )
+        } else if room.unread > 0 {
+            Span::styled(
+                format!("{label}({})", room.unread),
+                STATUS_BAR.fg(Color::LightCyan),
+            )
+        } else if compact {
+            left_out += 1;
+            continue;
+        } else {
+            Span::styled(label, STATUS_BAR)
+        };
+        if !spans.is_empty() {
+            spans.push(Span::styled(" ", STATUS_BAR));
+        }
+        spans.push(span);
+    }
+    if left_out > 0 {
+        spans.push(Span::styled(
+            format!(" +{left_out}"),
+            STATUS_BAR.fg(Color::Gray),
+        ));
+    }
+    spans
+}
+
+fn spans_width(spans: &[Span]) -> usize {
+    spans.iter().map(|s| s.content.width()).sum()
+}
+
+/// The status bar: the connection's state, the server and TLS, my nick,
+/// the rooms, and why the connection was lost. On a narrow screen the
+/// server goes first, then the reason, then the rooms are abbreviated; the
+/// current room is always there.
 fn draw_status(frame: &mut Frame, view: &ChatView, area: Rect, scroll: usize) {
     let sep = || Span::styled(" │ ", STATUS_BAR.fg(Color::Gray));
     let (state, reason) = state_spans(view);
-    let mut spans = vec![Span::styled(" ", STATUS_BAR), state, sep()];
-    spans.push(Span::styled(view.server().to_string(), STATUS_BAR));
-    spans.push(Span::styled(" ", STATUS_BAR));
-    spans.push(if view.tls() {
-        Span::styled("TLS on", STATUS_BAR.fg(Color::LightGreen))
-    } else {
-        Span::styled("TLS off", STATUS_BAR.fg(Color::LightYellow))
-    });
-    spans.push(sep());
+    let server = [
+        Span::styled(view.server().to_string(), STATUS_BAR),
+        Span::styled(" ", STATUS_BAR),
+        if view.tls() {
+            Span::styled("TLS on", STATUS_BAR.fg(Color::LightGreen))
+        } else {
+            Span::styled("TLS off", STATUS_BAR.fg(Color::LightYellow))
+        },
+    ];
     let nick = if view.nick().is_empty() {
         "-"
     } else {
         view.nick()
     };
-    spans.push(Span::styled(
+    let nick = Span::styled(
         display(nick).into_owned(),
         STATUS_BAR.add_modifier(Modifier::BOLD),
-    ));
-    spans.push(sep());
-    if view.rooms().is_empty() {
-        spans.push(Span::styled("no room", STATUS_BAR));
-    }
-    let current = view.current_room().unwrap_or("");
-    for (i, room) in view.rooms().iter().enumerate() {
-        if i > 0 {
-            spans.push(Span::styled(" ", STATUS_BAR));
+    );
+    let compose = |with_server: bool, with_reason: bool, compact: bool| {
+        let mut spans = vec![Span::styled(" ", STATUS_BAR), state.clone(), sep()];
+        if with_server {
+            spans.extend(server.iter().cloned());
+            spans.push(sep());
         }
-        if room.name.eq_ignore_ascii_case(current) {
-            spans.push(Span::styled(
-                format!("[{}]", display(&room.name)),
-                STATUS_BAR.add_modifier(Modifier::BOLD),
-            ));
-        } else if room.unread > 0 {
-            spans.push(Span::styled(
-                format!("{}({})", display(&room.name), room.unread),
-                STATUS_BAR.fg(Color::LightCyan),
-            ));
-        } else {
-            spans.push(Span::styled(display(&room.name).into_owned(), STATUS_BAR));
-        }
-    }
-    if let Some(reason) = reason {
+        spans.push(nick.clone());
         spans.push(sep());
-        spans.push(Span::styled(reason, STATUS_BAR.fg(Color::Gray)));
-    }
+        spans.extend(room_spans(view, compact));
+        if let (Some(reason), true) = (&reason, with_reason) {
+            spans.push(sep());
+            spans.push(Span::styled(reason.clone(), STATUS_BAR.fg(Color::Gray)));
+        }
+        spans
+    };
+    let width = area.width as usize;
+    let spans = [
+        (true, true, false),
+        (false, true, false),
+        (false, false, false),
+    ]
+    .into_iter()
+    .map(|(s, r, c)| compose(s, r, c))
+    .find(|spans| spans_width(spans) <= width)
+    .unwrap_or_else(|| compose(false, false, true));
     frame.render_widget(
         Paragraph::new(TextLine::from(spans)).style(STATUS_BAR),
         area,
@@ -445,6 +538,60 @@ mod tests {
         assert_eq!(buf[(0, 8)].bg, Color::DarkGray);
         // Input line with the cursor after the text.
         assert!(text[9].starts_with("[lobby] typing"), "{:?}", text[9]);
+    }
+
+    fn join_dev(v: &mut ChatView) {
+        msg(
+            v,
+            ServerMsg::RoomState {
+                room: "dev".into(),
+                members: vec!["alice".into()],
+            },
+        );
+    }
+
+    #[test]
+    fn unread_marker_mentions_and_a_narrow_status_bar() {
+        let mut v = view();
+        say(&mut v, "bob", "read this");
+        join_dev(&mut v);
+        say(&mut v, "bob", "new one");
+        say(&mut v, "bob", "alice: look");
+        let (buf, _) = render(&v, &InputLine::new(), 0, 80, 8);
+        let status = row(&buf, 6);
+        assert!(status.contains("[dev]"), "{status:?}");
+        assert!(status.contains("lobby(2!)"), "{status:?}");
+        let (x, y) = find(&buf, "lobby(2!)").unwrap();
+        assert_eq!(buf[(x, y)].fg, Color::LightMagenta);
+        // Back in the lobby: a marker below what was read, the mention in
+        // bold yellow.
+        v.switch_room("lobby");
+        let (buf, _) = render(&v, &InputLine::new(), 0, 80, 8);
+        let text = rows(&buf);
+        let read = text.iter().position(|r| r.contains("read this")).unwrap();
+        assert!(text[read + 1].contains("─ new ─"), "{text:#?}");
+        assert!(text[read + 2].contains("new one"), "{text:#?}");
+        let (x, y) = find(&buf, "look").unwrap();
+        assert_eq!(buf[(x, y)].fg, Color::LightYellow);
+        assert!(buf[(x, y)].modifier.contains(Modifier::BOLD));
+        // Narrow: the server goes, rooms by number, the current one named.
+        for room in ["rust", "ops", "music"] {
+            msg(
+                &mut v,
+                ServerMsg::RoomState {
+                    room: room.into(),
+                    members: vec!["alice".into()],
+                },
+            );
+        }
+        v.switch_room("dev");
+        say(&mut v, "bob", "in lobby again");
+        let (buf, _) = render(&v, &InputLine::new(), 0, 36, 6);
+        let status = row(&buf, 4);
+        assert!(!status.contains("127.0.0.1"), "{status:?}");
+        assert!(status.contains("[2:dev]"), "{status:?}");
+        assert!(status.contains("1(1)"), "{status:?}");
+        assert!(status.contains("+3"), "{status:?}");
     }
 
     #[test]

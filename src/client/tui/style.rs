@@ -7,6 +7,7 @@
 
 use ratatui::style::{Color, Modifier, Style};
 
+use crate::client::settings::TimeFormat;
 use crate::client::view::{Delivery, Kind, Line};
 use crate::clock;
 
@@ -54,6 +55,10 @@ const NOT_STORED: Style = Style::new().fg(Color::Yellow);
 const FAILED: Style = Style::new()
     .fg(Color::Red)
     .add_modifier(Modifier::CROSSED_OUT);
+/// A line that names me: its text stands out, its nick is reversed.
+const MENTION: Style = Style::new()
+    .fg(Color::LightYellow)
+    .add_modifier(Modifier::BOLD);
 pub(super) const STATUS_BAR: Style = Style::new().fg(Color::White).bg(Color::DarkGray);
 
 pub(super) fn nick_style(nick: &str, me: &str) -> Style {
@@ -67,18 +72,30 @@ pub(super) fn nick_style(nick: &str, me: &str) -> Style {
 
 /// The styled pieces of one line: a prefix (time, nick, markers) and the
 /// text, which is last. Stored history from another day shows its date.
-pub(super) fn line_parts(line: &Line, me: &str) -> Vec<(String, Style)> {
+pub(super) fn line_parts(line: &Line, me: &str, clock: &TimeFormat) -> Vec<(String, Style)> {
     let time = if line.dated {
-        (
-            format!("{} {} ", clock::date(line.ts_ms), hhmm(line.ts_ms)),
-            TIME,
-        )
+        (format!("{} ", clock.date_time(line.ts_ms)), TIME)
     } else {
-        (format!("{} ", hhmm(line.ts_ms)), TIME)
+        (format!("{} ", clock.time(line.ts_ms)), TIME)
     };
-    let nick = |n: &str| (n.to_string(), nick_style(n, me));
+    let nick = |n: &str| {
+        let style = nick_style(n, me);
+        let style = if line.mention {
+            style.add_modifier(Modifier::REVERSED)
+        } else {
+            style
+        };
+        (n.to_string(), style)
+    };
     let plain = |s: &str| (s.to_string(), Style::new());
-    let text = |style: Style| (line.text.clone(), style);
+    let text = |style: Style| {
+        let style = if line.mention && !matches!(line.kind, Kind::Private) {
+            style.patch(MENTION)
+        } else {
+            style
+        };
+        (line.text.clone(), style)
+    };
     match &line.kind {
         Kind::Chat => vec![
             time,

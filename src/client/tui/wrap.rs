@@ -125,8 +125,13 @@ pub(super) fn wrap(
 }
 
 /// One scrollback line as screen rows `width` columns wide.
-pub(super) fn render_line(line: &Line, me: &str, width: usize) -> Vec<TextLine<'static>> {
-    let parts = line_parts(line, me);
+pub(super) fn render_line(
+    line: &Line,
+    me: &str,
+    clock: &crate::client::settings::TimeFormat,
+    width: usize,
+) -> Vec<TextLine<'static>> {
+    let parts = line_parts(line, me, clock);
     let prefix: usize = parts[..parts.len() - 1]
         .iter()
         .map(|(s, _)| s.width())

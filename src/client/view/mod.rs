@@ -33,6 +33,7 @@ use crate::proto::json::{
 use crate::proto::sanitize;
 use crate::proto::wording;
 
+mod attention;
 mod history;
 mod scrollback;
 mod status;
@@ -53,6 +54,11 @@ pub struct Room {
     pub members: Vec<String>,
     /// Lines that arrived while another room was current.
     pub unread: usize,
+    /// One of them named me; cleared when the room is visited.
+    pub mentioned: bool,
+    /// The newest line of the room when I last left it: where the unread
+    /// marker goes when I come back.
+    pub read_up_to: Option<u64>,
     pub history: RoomHistory,
 }
 
@@ -82,6 +88,10 @@ pub struct ChatView {
     /// that nothing scrolls it away (the nick asked for was refused).
     alert: Option<String>,
     clock: fn() -> u64,
+    /// Mentions, the bell, ignored nicks: see [`attention`].
+    attention: attention::Attention,
+    /// How timestamps are shown.
+    time_format: crate::client::settings::TimeFormat,
 }
 
 /// The local time, in milliseconds since the Unix epoch.
@@ -118,9 +128,19 @@ const HELP: &[&str] = &[
     "  /oper TOKEN        become an operator; then:",
     "    /kick NICK [REASON], /ban NICK|ADDRESS|CIDR [DURATION] [REASON],",
     "    /unban ADDRESS|CIDR, /bans",
-    "keys: PgUp/PgDn or wheel scroll (past the top loads older messages),",
-    "      Up/Down input history, Ctrl-N/Ctrl-P next/previous room,",
-    "      Ctrl-A/E start/end, Ctrl-U/K/W delete to start/to end/word, Ctrl-L redraw, Ctrl-C quit",
+    "  /part [ROOM]       leave the current room (or ROOM)",
+    "  /ignore [NICK]     hide NICK's messages everywhere (no NICK: list); /unignore NICK",
+    "keys:",
+    "  Tab / Shift-Tab    complete a nick (most recent speakers first), /command or room",
+    "  Alt-1..9           go to room 1..9 (as numbered in the status bar)",
+    "  Alt-Left/Right, Ctrl-P/Ctrl-N   previous/next room",
+    "  PgUp/PgDn, wheel   scroll (past the top loads older messages)",
+    "  Up/Down            input history",
+    "  Ctrl-A/E, Home/End start/end of line; Ctrl-Left/Right, Alt-B/F by word",
+    "  Ctrl-U/K/W         delete to start / to end / the word before the cursor",
+    "  Ctrl-L             redraw;  Ctrl-C (or Ctrl-D on an empty line) quit",
+    "a line naming you is highlighted and rings the bell; a red rule marks",
+    "where you left a room; the status bar shows unread counts, ! for a mention",
 ];
 
 impl ChatView {
@@ -142,6 +162,8 @@ impl ChatView {
             seqs: HashMap::new(),
             parts: HashMap::new(),
             alert: None,
+            attention: Default::default(),
+            time_format: Default::default(),
             clock: now_ms,
         }
     }
@@ -182,6 +204,15 @@ impl ChatView {
         self.tls
     }
 
+    /// Shows timestamps this way from now on.
+    pub fn set_time_format(&mut self, format: crate::client::settings::TimeFormat) {
+        self.time_format = format;
+    }
+
+    pub fn time_format(&self) -> &crate::client::settings::TimeFormat {
+        &self.time_format
+    }
+
     /// The room chat goes to.
     pub fn current_room(&self) -> Option<&str> {
         self.current.as_deref()
@@ -215,7 +246,11 @@ impl ChatView {
     pub fn switch_room(&mut self, room: &str) -> bool {
         match self.room_index(room.trim_start_matches('#')) {
             Some(i) => {
+                if self.current_index() != Some(i) {
+                    self.mark_read_up_to();
+                }
                 self.rooms[i].unread = 0;
+                self.rooms[i].mentioned = false;
                 self.current = Some(self.rooms[i].name.clone());
                 true
             }
@@ -369,6 +404,8 @@ impl ChatView {
                             name: room.clone(),
                             members,
                             unread: 0,
+                            mentioned: false,
+                            read_up_to: None,
                             history: RoomHistory::default(),
                         });
                         self.switch_room(&room);

@@ -79,6 +79,8 @@ pub struct Line {
     /// My message whose connection was lost before its ack: a replayed
     /// message with the same text may be this one.
     pub(super) in_doubt: bool,
+    /// It names me (or a highlight word): drawn to stand out.
+    pub mention: bool,
 }
 
 impl Line {
@@ -175,10 +177,15 @@ impl ChatView {
             id: None,
             uid: 0,
             in_doubt: false,
+            mention: false,
         }
     }
 
     pub(super) fn push(&mut self, mut line: Line) {
+        if self.is_ignored(&line) {
+            return;
+        }
+        self.notice_mention(&mut line);
         if let Some(room) = &line.room {
             if let Some(i) = self.room_index(room) {
                 let current = self
@@ -187,6 +194,7 @@ impl ChatView {
                     .is_some_and(|c| c.eq_ignore_ascii_case(room));
                 if !current && matches!(line.kind, Kind::Chat | Kind::Action) {
                     self.rooms[i].unread += 1;
+                    self.rooms[i].mentioned |= line.mention;
                 }
             }
         }
