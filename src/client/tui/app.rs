@@ -592,6 +592,35 @@ mod tests {
     }
 
     #[test]
+    fn colours_off_keeps_attributes_only() {
+        let mut app = App::new(view());
+        say(&mut app.view, "bob", "alice: hi");
+        let mut terminal = Terminal::new(TestBackend::new(60, 8)).unwrap();
+        let coloured = |terminal: &Terminal<TestBackend>| {
+            terminal.backend().buffer().content.iter().any(|c| {
+                c.fg != ratatui::style::Color::Reset || c.bg != ratatui::style::Color::Reset
+            })
+        };
+        terminal.draw(|f| app.draw(f)).unwrap();
+        assert!(coloured(&terminal));
+        app.options.colors = false;
+        terminal.draw(|f| app.draw(f)).unwrap();
+        assert!(!coloured(&terminal));
+        let bold = terminal
+            .backend()
+            .buffer()
+            .content
+            .iter()
+            .any(|c| c.modifier.contains(ratatui::style::Modifier::BOLD));
+        assert!(bold, "the mention is still bold");
+        // The bell follows the option.
+        app.view.take_bell();
+        say(&mut app.view, "bob", "alice: again");
+        app.options.bell = false;
+        assert!(!app.take_bell());
+    }
+
+    #[test]
     fn new_lines_keep_a_scrolled_view_in_place() {
         let mut app = App::new(view());
         for i in 0..40 {

@@ -13,25 +13,31 @@
 //! notices and errors, word-wrapped by display width (CJK and emoji take two
 //! columns). The status bar shows the connection state (with the reconnect
 //! countdown), server, TLS on/off, nick, the rooms (unread counts for the
-//! others) and, after a loss, its reason. Timestamps are `HH:MM` UTC, with
-//! the date for stored history from another day. Where the held history of
-//! the room begins, a mark says whether older messages are loading, can be
-//! loaded by scrolling up, or whether this is the beginning of history.
+//! others, `!` after a mention; abbreviated on a narrow screen, never
+//! without the current room) and, after a loss, its reason. Timestamps
+//! follow the client's config (local `HH:MM` by default), with the date for
+//! stored history from another day. Where the held history of the room
+//! begins, a mark says whether older messages are loading, can be loaded by
+//! scrolling up, or whether this is the beginning of history; a red rule
+//! marks where I last left the room. A line naming me is highlighted and
+//! rings the bell once.
 //!
 //! The screen is redrawn from the [`ChatView`] after every event, so
 //! incoming messages never disturb what is being typed. [`draw`] is pure
 //! (a [`Frame`] in, nothing else touched) and the key handling lives in
 //! [`App`], so both are tested without a terminal.
 //!
-//! Keys: Enter sends; Left/Right (Ctrl-B/F), Home/End (Ctrl-A/E),
-//! Ctrl-Left/Right (Alt-B/F) by word, Backspace/Delete, Ctrl-U/K delete to
-//! start/end, Ctrl-W (Alt-Backspace) deletes the word before the cursor;
-//! Up/Down walk the input history; PgUp/PgDn and the mouse wheel scroll;
-//! Ctrl-N/Ctrl-P switch to the next/previous room (as does `/join ROOM` for
-//! a room already joined); Ctrl-L redraws; Ctrl-C, Ctrl-D on an empty line,
-//! and `/quit` send the quit and leave. Pasted text is inserted with its line
-//! breaks turned into spaces. Mouse capture is on for the wheel, so most
-//! terminals select text with Shift held.
+//! Keys: Enter sends; Tab and Shift-Tab complete (nicks, commands, rooms:
+//! `complete`); Left/Right (Ctrl-B/F), Home/End (Ctrl-A/E), Ctrl-Left/Right
+//! (Alt-B/F) by word, Backspace/Delete, Ctrl-U/K delete to start/end,
+//! Ctrl-W (Alt-Backspace) deletes the word before the cursor; Up/Down walk
+//! the input history; PgUp/PgDn and the mouse wheel scroll; Alt-1..9 go to
+//! a room, Alt-Left/Right and Ctrl-P/Ctrl-N to the previous/next one (as
+//! does `/join ROOM` for a room already joined); Ctrl-L redraws; Ctrl-C,
+//! Ctrl-D on an empty line, and `/quit` send the quit and leave. `/ignore`
+//! and `/unignore` stay in the client. Pasted text is inserted with its
+//! line breaks turned into spaces. Mouse capture is on for the wheel, so
+//! most terminals select text with Shift held.
 //!
 //! When the connection ends for good (the update channel closes, e.g. with
 //! reconnecting off), the status bar says so and the next key press exits.
@@ -45,7 +51,8 @@
 //! This file owns the entry point [`run`] and the event loop that ties
 //! terminal events, connection updates and redraws together; it draws
 //! nothing and interprets no keys itself. The rest is split by job:
-//! `input` (the line being typed), `width` (text as shown), `style`
+//! `input` (the line being typed), `complete` (Tab completion), `width`
+//! (text as shown), `style`
 //! (colours and line styles), `wrap` (word-wrapping), `render` (drawing
 //! the screen), `app` (state and keys) and `terminal` (raw mode and its
 //! restoring).
