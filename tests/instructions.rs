@@ -14,7 +14,8 @@
 //! only for a release build. `.ci/run` runs it as
 //! `RCHAT_BIN=target/release/rchat cargo test --release --test instructions -- --ignored`.
 //! After a deliberate change, write the new figure it prints into the
-//! baseline file, and say why in the commit.
+//! baseline file, and say why in the commit. With `RCHAT_CALLGRIND_DIR`
+//! set, the two profiles are kept there for `callgrind_annotate`.
 
 mod common;
 
@@ -37,13 +38,20 @@ fn baseline_file() -> PathBuf {
 /// The server's instructions in all, on a run where `lines` lines are said.
 async fn count(bin: &str, lines: usize) -> u64 {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("callgrind.out");
+    // RCHAT_CALLGRIND_DIR keeps the profiles, for callgrind_annotate.
+    let out = match std::env::var_os("RCHAT_CALLGRIND_DIR") {
+        Some(keep) => PathBuf::from(keep).join(format!("callgrind.{lines}.out")),
+        None => dir.path().join("callgrind.out"),
+    };
     let mut child = Command::new("valgrind")
         .arg("--tool=callgrind")
         .arg(format!("--callgrind-out-file={}", out.display()))
         .args([bin, "serve", "--listen", "127.0.0.1:0", "--history", "off"])
         .args(["--max-per-ip", "0", "--flood-rate", "0"])
         .env("RUST_LOG", "info")
+        // One worker: fewer ways for the scheduling of the moment to
+        // change the count (work stealing, spurious wake-ups).
+        .env("TOKIO_WORKER_THREADS", "1")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
