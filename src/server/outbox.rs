@@ -17,6 +17,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use std::task::Poll;
+
+use futures::task::AtomicWaker;
 use tokio::sync::Notify;
 
 use crate::event::{Bundle, Envelope, Event, Format};
@@ -144,8 +147,10 @@ pub struct Outbox {
     /// Only ever moves forward, from open to closing to aborted. Written
     /// under the lock, read without it.
     status: AtomicU8,
-    /// Wakes the writer: something was queued, or the status changed.
-    wake: Notify,
+    /// Wakes the writer: something was queued, or the status changed. A
+    /// single slot for the one consumer's waker: cheaper per delivery than
+    /// a `Notify`'s list of waiters (see docs/performance.md, scenario 9).
+    wake: AtomicWaker,
     /// Wakes everyone waiting in [`Outbox::ended`] or [`Outbox::aborted`].
     changed: Notify,
     limit: usize,
@@ -159,7 +164,7 @@ impl Outbox {
                 pending: 0,
             }),
             status: AtomicU8::new(Status::Open as u8),
-            wake: Notify::new(),
+            wake: AtomicWaker::new(),
             changed: Notify::new(),
             limit,
         })
@@ -204,7 +209,7 @@ impl Outbox {
         st.queue.push_back(item.into());
         drop(st);
         if was_empty {
-            self.wake.notify_one();
+            self.wake.wake();
         }
         Push::Queued
     }
@@ -233,7 +238,7 @@ impl Outbox {
 
     fn announce(&self) {
         self.changed.notify_waiters();
-        self.wake.notify_one();
+        self.wake.wake();
     }
 
     /// Moves everything queued into `batch`, waiting until there is
@@ -250,27 +255,31 @@ impl Outbox {
         if spare.capacity() > KEEP_QUEUE {
             spare = VecDeque::new();
         }
-        loop {
-            {
-                let mut st = self.lock();
-                if st.queue.capacity() == 0 {
-                    std::mem::swap(&mut st.queue, &mut spare);
-                }
-                match self.status() {
-                    Status::Aborted => return Drain::Abort,
-                    Status::Closing => {
-                        *batch = std::mem::take(&mut st.queue);
-                        return Drain::Finish;
-                    }
-                    Status::Open if !st.queue.is_empty() => {
-                        *batch = std::mem::replace(&mut st.queue, spare);
-                        return Drain::More;
-                    }
-                    Status::Open => {}
+        let mut spare = Some(spare);
+        std::future::poll_fn(|cx| {
+            // Registered before the look, so a push in between wakes it.
+            self.wake.register(cx.waker());
+            let mut st = self.lock();
+            if st.queue.capacity() == 0 {
+                if let Some(spare) = spare.as_mut() {
+                    std::mem::swap(&mut st.queue, spare);
                 }
             }
-            self.wake.notified().await;
-        }
+            match self.status() {
+                Status::Aborted => Poll::Ready(Drain::Abort),
+                Status::Closing => {
+                    *batch = std::mem::take(&mut st.queue);
+                    Poll::Ready(Drain::Finish)
+                }
+                Status::Open if !st.queue.is_empty() => {
+                    let next = spare.take().unwrap_or_default();
+                    *batch = std::mem::replace(&mut st.queue, next);
+                    Poll::Ready(Drain::More)
+                }
+                Status::Open => Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// Moves everything queued to the end of `batch`; for tests, which look
