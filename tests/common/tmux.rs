@@ -37,22 +37,7 @@ impl Tmux {
 
     /// Starts `cmd` in a new detached 100x30 session.
     pub fn start(&self, name: &str, cmd: &str) {
-        let out = self.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            name,
-            "-x",
-            "100",
-            "-y",
-            "30",
-            cmd,
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.start_sized(name, 100, cmd);
     }
 
     /// Starts `cmd` in a new detached session `width` columns wide.
@@ -66,7 +51,7 @@ impl Tmux {
             "-x",
             &width,
             "-y",
-            "24",
+            "30",
             cmd,
         ]);
         assert!(
