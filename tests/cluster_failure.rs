@@ -19,6 +19,18 @@ use rchat::proto::json::{ErrorCode, ServerMsg};
 const TTL: &str = "1s";
 const REAPED_WITHIN: Duration = Duration::from_millis(1000 + 334 + 1500);
 
+/// Two nodes with the test TTL, alice on the first and bob on the second,
+/// a line between them seen.
+async fn alice_and_bob_chatting(redis: &Redis) -> (Served, Served, Client, Client) {
+    let a = redis.node_with(&["--cluster-node-ttl", TTL]);
+    let b = redis.node_with(&["--cluster-node-ttl", TTL]);
+    let mut alice = named(&a, "alice").await;
+    let mut bob = named(&b, "bob").await;
+    alice.send("hi").await;
+    assert_eq!(next_chat(&mut bob).await, "alice> hi");
+    (a, b, alice, bob)
+}
+
 /// Sends a signal to a node (`kill -STOP`, `kill -CONT`).
 fn signal(node: &Served, which: &str) {
     let status = std::process::Command::new("kill")
@@ -105,12 +117,7 @@ async fn a_killed_node_is_reaped_once_its_users_leave_everywhere_and_it_can_come
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_found_dead_drops_its_clients_and_serves_again_under_a_new_id() {
     let redis = Redis::on_socket();
-    let a = redis.node_with(&["--cluster-node-ttl", TTL]);
-    let b = redis.node_with(&["--cluster-node-ttl", TTL]);
-    let mut alice = named(&a, "alice").await;
-    let mut bob = named(&b, "bob").await;
-    alice.send("hi").await;
-    assert_eq!(next_chat(&mut bob).await, "alice> hi");
+    let (a, _b, mut alice, mut bob) = alice_and_bob_chatting(&redis).await;
     // Node A stalls past its TTL (stopped, as a frozen VM or a long pause
     // would): B reaps it; once it runs again, A finds it is dead.
     let owner = redis.cli(&["GET", "rchat:nick:alice"]);
@@ -211,12 +218,7 @@ async fn redis_stopped_and_started_empty_refuses_sends_then_chat_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_longer_than_the_ttl_drops_clients_and_nodes_come_back() {
     let mut redis = Redis::on_socket();
-    let a = redis.node_with(&["--cluster-node-ttl", TTL]);
-    let b = redis.node_with(&["--cluster-node-ttl", TTL]);
-    let mut alice = named(&a, "alice").await;
-    let mut bob = named(&b, "bob").await;
-    alice.send("hi").await;
-    assert_eq!(next_chat(&mut bob).await, "alice> hi");
+    let (a, b, mut alice, mut bob) = alice_and_bob_chatting(&redis).await;
 
     redis.kill();
     let down = Instant::now();

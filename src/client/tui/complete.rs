@@ -130,7 +130,7 @@ pub fn nicks_by_activity(view: &ChatView) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::tui::test_util::{msg, say, view};
+    use crate::client::tui::test_util::{join_dev, msg, say, view};
     use crate::proto::json::ServerMsg;
 
     fn typed(s: &str) -> InputLine {
@@ -179,13 +179,7 @@ mod tests {
     #[test]
     fn commands_after_a_slash_and_rooms_after_join() {
         let mut v = view();
-        msg(
-            &mut v,
-            ServerMsg::RoomState {
-                room: "dev".into(),
-                members: vec!["alice".into()],
-            },
-        );
+        join_dev(&mut v);
         let mut input = typed("/jo");
         Completion::start(&mut input, &v).expect("matches");
         assert_eq!(input.text(), "/join ");

@@ -506,7 +506,7 @@ mod tests {
     use super::*;
     use crate::client::conn::Update;
     use crate::client::tui::style::nick_colour;
-    use crate::client::tui::test_util::{find, msg, render, row, rows, say, view, T};
+    use crate::client::tui::test_util::{find, join_dev, msg, render, row, rows, say, view, T};
     use crate::client::tui::wrap::wrap;
     use crate::proto::json::{ClientMsg, HistoryEntry, ServerMsg};
 
@@ -538,16 +538,6 @@ mod tests {
         assert_eq!(buf[(0, 8)].bg, Color::DarkGray);
         // Input line with the cursor after the text.
         assert!(text[9].starts_with("[lobby] typing"), "{:?}", text[9]);
-    }
-
-    fn join_dev(v: &mut ChatView) {
-        msg(
-            v,
-            ServerMsg::RoomState {
-                room: "dev".into(),
-                members: vec!["alice".into()],
-            },
-        );
     }
 
     #[test]

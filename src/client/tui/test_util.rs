@@ -56,6 +56,17 @@ pub(super) fn stored(range: std::ops::RangeInclusive<u64>) -> Vec<HistoryEntry> 
         .collect()
 }
 
+/// Joins `dev` (alice alone there), which becomes current.
+pub(super) fn join_dev(v: &mut ChatView) {
+    msg(
+        v,
+        ServerMsg::RoomState {
+            room: "dev".into(),
+            members: vec!["alice".into()],
+        },
+    );
+}
+
 pub(super) fn view() -> ChatView {
     let mut v = ChatView::new("127.0.0.1:1234", false);
     v.set_clock(clock);
