@@ -60,7 +60,11 @@ impl Room {
         for outbox in &self.outboxes {
             // Never waits: it returns at once whether or not anything is
             // queued (an empty outbox would wait, so poll only once).
-            if outbox.take(&mut self.batch).now_or_never().is_none() {
+            if outbox
+                .take(&mut self.batch, &mut 0)
+                .now_or_never()
+                .is_none()
+            {
                 continue;
             }
             let mut cost = 0;

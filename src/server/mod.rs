@@ -16,6 +16,7 @@ pub mod flood;
 pub mod hub;
 pub mod outbox;
 pub mod session;
+pub mod tcp;
 pub mod tls;
 pub mod trim;
 
@@ -510,8 +511,13 @@ impl Connection {
         async move {
             // Registration (handshake, detection, hello) must end by then.
             let deadline = tokio::time::Instant::now() + self.config.register_timeout();
+            let mut direct = None;
             let stream: Box<dyn session::Stream> = match self.tls {
-                None => Box::new(self.socket),
+                None => {
+                    let socket = tcp::SharedTcp::new(self.socket);
+                    direct = Some(socket.direct());
+                    Box::new(socket)
+                }
                 // Boxed: the handshake's state is large and must not size
                 // the task for the rest of the connection's life.
                 Some(acceptor) => {
@@ -539,6 +545,7 @@ impl Connection {
                     deadline,
                     access: self.access,
                     cluster: self.cluster,
+                    direct,
                 },
             )
             .await;

@@ -11,13 +11,22 @@
 //! The writer takes the whole queue at once, leaving an empty one in its
 //! place, so a burst's queue leaves with the burst instead of staying
 //! allocated on an idle member.
+//!
+//! A connection whose socket never makes a write wait (plain TCP) has a
+//! [`Direct`] way in: whoever queued the item for an idle connection writes
+//! it there and then, once its own locks are released ([`Outbox::kick`]),
+//! instead of waking the writer task. That task is left the slow cases: a
+//! write the socket does not take whole, a burst, TLS. Exactly one party
+//! writes at a time (the writer task or one kicker), so bytes never
+//! interleave and items leave in the order they were queued.
 
 use std::collections::VecDeque;
+use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 
 use bytes::Bytes;
-use std::task::Poll;
 
 use futures::task::AtomicWaker;
 use tokio::sync::Notify;
@@ -27,6 +36,36 @@ use crate::event::{Bundle, Envelope, Event, Format};
 /// Queue entries whose storage is kept between batches: enough for steady
 /// traffic, small enough (64 bytes) for every idle member to hold.
 const KEEP_QUEUE: usize = 4;
+
+/// Most items a kicker writes itself; more are a burst, left to the
+/// writer task (whose batch is not limited to what fits on a stack).
+const MAX_DIRECT: usize = 8;
+
+/// How a connection's events are put on its wire: the format, and the
+/// encoder for an event not yet encoded in it.
+#[derive(Clone, Copy)]
+pub struct Encoding {
+    pub format: Format,
+    pub encode: fn(&Event) -> Bytes,
+}
+
+/// A socket that can be written without waiting: what the socket takes now
+/// is written, the rest is refused (`WouldBlock`). Plain TCP is one; TLS is
+/// not (its records need the connection's own state).
+pub trait Direct: Send + Sync {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+}
+
+/// Who is putting this connection's queue on the wire right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// Nobody: the next item queued needs a kick or a wake.
+    Idle,
+    /// The writer task, from taking a batch until it asks for the next.
+    Writer,
+    /// A kicker, for the span of one non-blocking write.
+    Kicker,
+}
 
 /// One item queued for a connection.
 #[derive(Debug, Clone)]
@@ -137,11 +176,14 @@ enum Status {
 #[derive(Debug)]
 struct State {
     queue: VecDeque<Queued>,
+    /// Bytes of the queue's first item already written (by a kicker whose
+    /// write the socket took only in part).
+    offset: usize,
+    owner: Owner,
     /// Bytes queued plus bytes handed to the writer and not yet released.
     pending: usize,
 }
 
-#[derive(Debug)]
 pub struct Outbox {
     state: Mutex<State>,
     /// Only ever moves forward, from open to closing to aborted. Written
@@ -154,19 +196,44 @@ pub struct Outbox {
     /// Wakes everyone waiting in [`Outbox::ended`] or [`Outbox::aborted`].
     changed: Notify,
     limit: usize,
+    /// The socket, for writing without the writer task, when it allows.
+    direct: Option<(Arc<dyn Direct>, Encoding)>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("state", &self.state)
+            .field("status", &self.status)
+            .field("limit", &self.limit)
+            .field("direct", &self.direct.is_some())
+            .finish()
+    }
 }
 
 impl Outbox {
     pub fn new(limit: usize) -> Arc<Outbox> {
+        Outbox::build(limit, None)
+    }
+
+    /// An outbox whose kicks write straight to `socket`, in `encoding`.
+    pub fn with_direct(limit: usize, socket: Arc<dyn Direct>, encoding: Encoding) -> Arc<Outbox> {
+        Outbox::build(limit, Some((socket, encoding)))
+    }
+
+    fn build(limit: usize, direct: Option<(Arc<dyn Direct>, Encoding)>) -> Arc<Outbox> {
         Arc::new(Outbox {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
+                offset: 0,
+                owner: Owner::Idle,
                 pending: 0,
             }),
             status: AtomicU8::new(Status::Open as u8),
             wake: AtomicWaker::new(),
             changed: Notify::new(),
             limit,
+            direct,
         })
     }
 
@@ -190,11 +257,46 @@ impl Outbox {
         self.status.fetch_max(to as u8, Ordering::AcqRel) < to as u8
     }
 
-    /// Queues an item without ever waiting.
+    /// Queues an item without ever waiting, waking the writer task if
+    /// the connection was idle. It never writes, so it may be called under
+    /// any lock.
     pub fn push(&self, item: Outgoing) -> Push {
+        let (push, idle) = self.enqueue(item);
+        if idle {
+            self.wake.wake();
+        }
+        push
+    }
+
+    /// Queues an item and, if the connection was idle, writes it at once
+    /// when the socket allows ([`Outbox::kick`]). It may write, so it must
+    /// not be called under the hub's lock.
+    pub fn send(&self, item: Outgoing) -> Push {
+        let (push, idle) = self.enqueue(item);
+        if idle {
+            self.kick();
+        }
+        push
+    }
+
+    /// Queues an item, leaving the write to the caller: if the connection
+    /// was idle, the outbox is added to `kicks`, each of which must be
+    /// [kicked](Outbox::kick) (or [woken](Outbox::wake)) once the caller's
+    /// locks are released.
+    pub fn push_deferred(self: &Arc<Self>, item: Outgoing, kicks: &mut Vec<Arc<Outbox>>) -> Push {
+        let (push, idle) = self.enqueue(item);
+        if idle {
+            kicks.push(self.clone());
+        }
+        push
+    }
+
+    /// Queues an item; says whether the connection was idle (nothing queued,
+    /// nobody writing), so that someone must now get the item moving.
+    fn enqueue(&self, item: Outgoing) -> (Push, bool) {
         let mut st = self.lock();
         if self.status() != Status::Open {
-            return Push::Closed;
+            return (Push::Closed, false);
         }
         let cost = item.cost();
         if st.pending + cost > self.limit {
@@ -202,16 +304,99 @@ impl Outbox {
             st.queue = VecDeque::new();
             drop(st);
             self.announce();
-            return Push::Overflow;
+            return (Push::Overflow, false);
         }
         st.pending += cost;
-        let was_empty = st.queue.is_empty();
+        let idle = st.queue.is_empty() && st.owner == Owner::Idle;
         st.queue.push_back(item.into());
-        drop(st);
-        if was_empty {
-            self.wake.wake();
+        (Push::Queued, idle)
+    }
+
+    /// Wakes the writer task to write what is queued: the other way to
+    /// follow up a [`push_deferred`](Outbox::push_deferred), which spreads
+    /// the writing over the runtime's threads.
+    pub fn wake(&self) {
+        self.wake.wake();
+    }
+
+    /// Gets what is queued moving: written here and now if the socket has
+    /// a direct way in and takes it all, otherwise by waking the writer
+    /// task. Costs one non-blocking write at most.
+    pub fn kick(&self) {
+        if let Some((socket, encoding)) = &self.direct {
+            if self.write_now(socket.as_ref(), *encoding) {
+                return;
+            }
         }
-        Push::Queued
+        self.wake.wake();
+    }
+
+    /// Writes a small queue with one non-blocking write. Returns whether
+    /// the writer task has nothing to do: everything was written, or
+    /// someone else owns the queue and will look at it again.
+    fn write_now(&self, socket: &dyn Direct, encoding: Encoding) -> bool {
+        let mut items: [Option<Queued>; MAX_DIRECT] = [const { None }; MAX_DIRECT];
+        let mut st = self.lock();
+        if st.owner != Owner::Idle {
+            return true;
+        }
+        let n = st.queue.len();
+        if n == 0 {
+            return true;
+        }
+        if n > MAX_DIRECT || st.offset != 0 || self.status() != Status::Open {
+            return false;
+        }
+        st.owner = Owner::Kicker;
+        for slot in items.iter_mut() {
+            *slot = st.queue.pop_front();
+        }
+        drop(st);
+
+        let mut slices = [IoSlice::new(&[]); MAX_DIRECT];
+        for (slice, item) in slices.iter_mut().zip(items.iter().flatten()) {
+            *slice = IoSlice::new(item.wire(encoding.format, encoding.encode));
+        }
+        let result = match socket.try_write_vectored(&slices[..n]) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            r => r,
+        };
+
+        // What was written in full leaves; the rest goes back in front,
+        // `offset` marking how far into the first of it the socket took.
+        let mut written = *result.as_ref().unwrap_or(&0);
+        let mut freed = 0;
+        let mut first_left = n;
+        let mut offset = 0;
+        for (i, item) in items[..n].iter().enumerate() {
+            let Some(item) = item else { continue };
+            let len = item.wire(encoding.format, encoding.encode).len();
+            if written < len {
+                first_left = i;
+                offset = written;
+                break;
+            }
+            written -= len;
+            freed += item.cost();
+        }
+        let mut st = self.lock();
+        st.owner = Owner::Idle;
+        st.pending = st.pending.saturating_sub(freed);
+        if result.is_err() {
+            // The reader sees the outbox end and reports the member gone.
+            drop(st);
+            self.abort();
+            return true;
+        }
+        if self.status() != Status::Aborted {
+            for item in items[first_left..n].iter_mut().rev() {
+                if let Some(item) = item.take() {
+                    st.queue.push_front(item);
+                }
+            }
+            st.offset = offset;
+        }
+        st.queue.is_empty() && self.status() == Status::Open
     }
 
     /// Graceful close: what is queued is still written, then the writer
@@ -249,7 +434,11 @@ impl Outbox {
     /// batch becomes the next queue if it is small: a burst's queue leaves
     /// with the burst, while steady traffic allocates nothing per message
     /// (an idle member keeps two small queues, 128 bytes).
-    pub async fn take(&self, batch: &mut VecDeque<Queued>) -> Drain {
+    ///
+    /// `offset` is set to how many bytes of the batch's first item were
+    /// already written (by a kicker the socket did not take in full).
+    /// Asking for the next batch says the previous one is written.
+    pub async fn take(&self, batch: &mut VecDeque<Queued>, offset: &mut usize) -> Drain {
         let mut spare = std::mem::take(batch);
         spare.clear();
         if spare.capacity() > KEEP_QUEUE {
@@ -260,6 +449,9 @@ impl Outbox {
             // Registered before the look, so a push in between wakes it.
             self.wake.register(cx.waker());
             let mut st = self.lock();
+            if st.owner == Owner::Writer {
+                st.owner = Owner::Idle;
+            }
             if st.queue.capacity() == 0 {
                 if let Some(spare) = spare.as_mut() {
                     std::mem::swap(&mut st.queue, spare);
@@ -267,13 +459,19 @@ impl Outbox {
             }
             match self.status() {
                 Status::Aborted => Poll::Ready(Drain::Abort),
+                // A kicker is writing: it wakes this task when done if it
+                // leaves anything (or the outbox is closing).
+                _ if st.owner == Owner::Kicker => Poll::Pending,
                 Status::Closing => {
                     *batch = std::mem::take(&mut st.queue);
+                    *offset = std::mem::take(&mut st.offset);
                     Poll::Ready(Drain::Finish)
                 }
                 Status::Open if !st.queue.is_empty() => {
                     let next = spare.take().unwrap_or_default();
                     *batch = std::mem::replace(&mut st.queue, next);
+                    *offset = std::mem::take(&mut st.offset);
+                    st.owner = Owner::Writer;
                     Poll::Ready(Drain::More)
                 }
                 Status::Open => Poll::Pending,
@@ -287,7 +485,7 @@ impl Outbox {
     #[cfg(test)]
     pub async fn drain(&self, batch: &mut Vec<Outgoing>) -> Drain {
         let mut taken = VecDeque::new();
-        let drain = self.take(&mut taken).await;
+        let drain = self.take(&mut taken, &mut 0).await;
         batch.extend(taken.into_iter().map(Outgoing::from));
         drain
     }
@@ -418,14 +616,14 @@ mod tests {
             ob.push(raw(1));
         }
         let mut batch = VecDeque::new();
-        assert_eq!(ob.take(&mut batch).await, Drain::More);
+        assert_eq!(ob.take(&mut batch, &mut 0).await, Drain::More);
         assert_eq!(batch.len(), 1000);
         // The burst's storage went to the writer; the member keeps none.
         assert_eq!(ob.queue_capacity(), 0);
         batch.clear();
         ob.release(1000);
         ob.push(raw(1));
-        assert_eq!(ob.take(&mut batch).await, Drain::More);
+        assert_eq!(ob.take(&mut batch, &mut 0).await, Drain::More);
         // The writer's emptied burst-sized queue was not kept either.
         assert_eq!(ob.queue_capacity(), 0);
         assert!(batch.capacity() <= KEEP_QUEUE);
@@ -437,7 +635,7 @@ mod tests {
         let mut batch = VecDeque::new();
         for _ in 0..3 {
             ob.push(raw(1));
-            assert_eq!(ob.take(&mut batch).await, Drain::More);
+            assert_eq!(ob.take(&mut batch, &mut 0).await, Drain::More);
             assert_eq!(batch.len(), 1);
             ob.release(1);
         }
@@ -445,7 +643,7 @@ mod tests {
         // push needs no allocation, and an idle member holds only this.
         let waiter = {
             let ob = ob.clone();
-            tokio::spawn(async move { ob.take(&mut batch).await })
+            tokio::spawn(async move { ob.take(&mut batch, &mut 0).await })
         };
         tokio::task::yield_now().await;
         let kept = ob.queue_capacity();
@@ -498,5 +696,207 @@ mod tests {
         tokio::task::yield_now().await;
         ob.push(raw(1));
         assert_eq!(waiter.await.unwrap(), (Drain::More, 1));
+    }
+
+    /// A socket for direct writes: takes at most `take` bytes per write
+    /// (0: refuses with `WouldBlock`), or fails when `fail` is set.
+    #[derive(Default)]
+    struct FakeSocket {
+        out: std::sync::Mutex<Vec<u8>>,
+        take: std::sync::atomic::AtomicUsize,
+        fail: std::sync::atomic::AtomicBool,
+        writes: std::sync::atomic::AtomicUsize,
+    }
+
+    impl FakeSocket {
+        fn taking(n: usize) -> Arc<FakeSocket> {
+            let socket = FakeSocket::default();
+            socket.take.store(n, Ordering::SeqCst);
+            Arc::new(socket)
+        }
+
+        fn text(&self) -> String {
+            String::from_utf8(self.out.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    impl Direct for FakeSocket {
+        fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(io::ErrorKind::ConnectionReset.into());
+            }
+            let mut left = self.take.load(Ordering::SeqCst);
+            if left == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let mut out = self.out.lock().unwrap();
+            let mut n = 0;
+            for b in bufs {
+                let k = b.len().min(left);
+                out.extend_from_slice(&b[..k]);
+                n += k;
+                left -= k;
+            }
+            Ok(n)
+        }
+    }
+
+    /// The writer task's side of the same socket: appends to the fake's
+    /// output, taking whatever it is given.
+    struct WriterSide(Arc<FakeSocket>);
+
+    impl tokio::io::AsyncWrite for WriterSide {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.0.out.lock().unwrap().extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    const TEXT: Encoding = Encoding {
+        format: Format::Text,
+        encode: crate::proto::text::render,
+    };
+
+    fn line(i: usize) -> Outgoing {
+        Outgoing::Raw(Bytes::from(format!("line {i}\n")))
+    }
+
+    #[test]
+    fn a_kick_writes_an_idle_connection_itself() {
+        let socket = FakeSocket::taking(usize::MAX);
+        let ob = Outbox::with_direct(1000, socket.clone(), TEXT);
+        let mut kicks = Vec::new();
+        assert_eq!(ob.push_deferred(line(1), &mut kicks), Push::Queued);
+        // Queued behind the first, before the kick: the same kick takes it.
+        assert_eq!(ob.push_deferred(line(2), &mut kicks), Push::Queued);
+        assert_eq!(
+            kicks.len(),
+            1,
+            "only the push to an idle outbox asks for a kick"
+        );
+        assert!(
+            socket.text().is_empty(),
+            "nothing is written before the kick"
+        );
+        kicks[0].kick();
+        assert_eq!(socket.text(), "line 1\nline 2\n");
+        assert_eq!(
+            socket.writes.load(Ordering::SeqCst),
+            1,
+            "one write for both"
+        );
+        assert_eq!(ob.pending(), 0);
+        assert!(ob.drain_now().is_empty(), "nothing left for the writer");
+    }
+
+    #[tokio::test]
+    async fn what_the_socket_does_not_take_goes_to_the_writer_in_order() {
+        for take in [0, 1, 5, 9, 13] {
+            let socket = FakeSocket::taking(take);
+            let ob = Outbox::with_direct(1000, socket.clone(), TEXT);
+            ob.send(line(1));
+            ob.send(line(2));
+            let writer = tokio::spawn(crate::server::session::writer::write_loop(
+                WriterSide(socket.clone()),
+                ob.clone(),
+                TEXT,
+                std::time::Duration::from_secs(5),
+            ));
+            ob.send(line(3));
+            ob.close();
+            writer.await.unwrap();
+            assert_eq!(socket.text(), "line 1\nline 2\nline 3\n", "taking {take}");
+        }
+    }
+
+    #[test]
+    fn a_failed_direct_write_ends_the_outbox() {
+        let socket = FakeSocket::taking(usize::MAX);
+        socket.fail.store(true, Ordering::SeqCst);
+        let ob = Outbox::with_direct(1000, socket.clone(), TEXT);
+        ob.send(line(1));
+        assert!(ob.is_aborted());
+        assert_eq!(ob.push(line(2)), Push::Closed);
+    }
+
+    #[tokio::test]
+    async fn no_kick_while_the_writer_owns_the_queue() {
+        let socket = FakeSocket::taking(usize::MAX);
+        let ob = Outbox::with_direct(1000, socket.clone(), TEXT);
+        ob.push(line(1));
+        let mut batch = VecDeque::new();
+        assert_eq!(ob.take(&mut batch, &mut 0).await, Drain::More);
+        // The writer holds a batch it has not written: a kick must not
+        // write the next item before it.
+        let mut kicks = Vec::new();
+        ob.push_deferred(line(2), &mut kicks);
+        assert!(kicks.is_empty());
+        ob.kick();
+        assert!(socket.text().is_empty());
+        assert_eq!(ob.take(&mut batch, &mut 0).await, Drain::More);
+        assert_eq!(batch.len(), 1);
+    }
+
+    proptest::proptest! {
+        /// However pushes, kicks, partial writes and the writer task
+        /// interleave, the socket gets every item once, whole, in order.
+        #[test]
+        fn bytes_arrive_once_in_order(
+            steps in proptest::collection::vec((0usize..4, 0usize..12, proptest::bool::ANY), 1..60)
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let socket = FakeSocket::taking(0);
+                let ob = Outbox::with_direct(1 << 20, socket.clone(), TEXT);
+                let writer = tokio::spawn(crate::server::session::writer::write_loop(
+                    WriterSide(socket.clone()),
+                    ob.clone(),
+                    TEXT,
+                    std::time::Duration::from_secs(5),
+                ));
+                let mut expected = String::new();
+                let mut i = 0;
+                for (pushes, take, yield_now) in steps {
+                    socket.take.store(take, Ordering::SeqCst);
+                    let mut kicks = Vec::new();
+                    for _ in 0..pushes {
+                        i += 1;
+                        expected.push_str(&format!("line {i}\n"));
+                        ob.push_deferred(line(i), &mut kicks);
+                    }
+                    for k in kicks {
+                        k.kick();
+                    }
+                    if yield_now {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                ob.close();
+                writer.await.unwrap();
+                assert_eq!(socket.text(), expected);
+            });
+        }
     }
 }

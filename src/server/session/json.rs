@@ -11,14 +11,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
-use tokio::io::AsyncWrite;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::link::Link;
 use super::request::{ban_info, Dispatcher, Failure, Outcome, Reply, CLOSED_FOR};
 use super::writer::Encoding;
-use super::{io_reason, refuse, register, Flow, Frames};
+use super::{io_reason, refuse, register, Flow, Frames, Output};
 use crate::config::ServerConfig;
 use crate::event::{Format, LeaveReason};
 use crate::proto::json::{self as wire, ClientMsg, ErrorCode, HistoryEntry, RoomInfo, ServerMsg};
@@ -146,18 +145,16 @@ fn room_state(joined: &Joined) -> Outgoing {
 /// Runs a JSON session whose hello line has been read.
 // The connection's parts, as the detector hands them over.
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn serve<W>(
+pub(super) async fn serve(
     frames: Frames,
     hello: Bytes,
-    mut writer: W,
+    mut writer: Output,
     peer: SocketAddr,
     hub: Arc<Hub>,
     config: Arc<ServerConfig>,
     access: Arc<Access>,
     link: Option<Arc<Link>>,
-) where
-    W: AsyncWrite + Send + Unpin + 'static,
-{
+) {
     let Ok(ClientMsg::Hello {
         version,
         nick: wanted_nick,

@@ -22,7 +22,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::debug;
@@ -36,7 +39,7 @@ use crate::server::access::Access;
 use crate::server::admission::Refusal;
 use crate::server::cluster::Cluster;
 use crate::server::hub::{Hub, HubError, MemberId};
-use crate::server::outbox::{Outbox, Outgoing};
+use crate::server::outbox::{Direct, Outbox, Outgoing};
 use lines::LineReader;
 use link::Link;
 use writer::{write_loop, Encoding};
@@ -72,6 +75,46 @@ pub struct Admission {
     pub access: Arc<Access>,
     /// The cluster this node is part of, if any.
     pub cluster: Option<Arc<Cluster>>,
+    /// The socket's way in for writes that skip the writer task, if it
+    /// has one (plain TCP).
+    pub direct: Option<Arc<dyn Direct>>,
+}
+
+/// A connection's write side: the half its writer task writes to, and the
+/// socket's direct way in, if any, which its outbox is given.
+pub(super) struct Output {
+    half: WriteHalf<Box<dyn Stream>>,
+    direct: Option<Arc<dyn Direct>>,
+}
+
+impl AsyncWrite for Output {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.half).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.half).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.half.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.half).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.half).poll_shutdown(cx)
+    }
 }
 
 /// Runs a session on `stream` until the client leaves, is dropped, or the
@@ -92,7 +135,11 @@ pub fn run(
     admission: Admission,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
-        let (reader, mut writer) = tokio::io::split(stream);
+        let (reader, half) = tokio::io::split(stream);
+        let mut writer = Output {
+            half,
+            direct: admission.direct,
+        };
         let codec = LineCodec::new(json_frame_limit(config.max_line));
         let mut frames = LineReader::new(reader, codec);
         let remaining = admission.deadline.saturating_duration_since(Instant::now());
@@ -169,8 +216,8 @@ struct Registered {
 // Each argument is one independent part of registering; a struct to carry
 // them would be built at both call sites and taken apart here.
 #[allow(clippy::too_many_arguments)]
-fn register<W>(
-    writer: W,
+fn register(
+    writer: Output,
     peer: SocketAddr,
     hub: &Hub,
     config: &ServerConfig,
@@ -178,11 +225,12 @@ fn register<W>(
     nick: Option<Nick>,
     greet: impl FnOnce(&Nick) -> Outgoing,
     refusal: impl FnOnce(&HubError) -> Bytes,
-) -> Result<Registered, Refused<W>>
-where
-    W: AsyncWrite + Send + Unpin + 'static,
-{
-    let outbox = Outbox::new(config.max_sendq);
+) -> Result<Registered, Refused<Output>> {
+    let Output { half, direct } = writer;
+    let outbox = match direct {
+        Some(socket) => Outbox::with_direct(config.max_sendq, socket, encoding),
+        None => Outbox::new(config.max_sendq),
+    };
     let connected = match nick {
         Some(nick) => hub.connect_as(outbox.clone(), Some(peer.ip()), nick, greet),
         None => hub.connect_from(outbox.clone(), Some(peer.ip()), greet),
@@ -190,7 +238,7 @@ where
     match connected {
         Ok((id, nick)) => {
             let writer = tokio::spawn(write_loop(
-                writer,
+                half,
                 outbox.clone(),
                 encoding,
                 config.close_timeout(),
@@ -203,7 +251,7 @@ where
             })
         }
         Err(e) => Err(Refused {
-            writer,
+            writer: Output { half, direct: None },
             line: refusal(&e),
             within: config.close_timeout(),
         }),
@@ -260,6 +308,7 @@ mod tests {
             deadline: Instant::now(),
             access: Arc::default(),
             cluster: None,
+            direct: None,
         };
         let session = run(Box::new(tokio::io::empty()), peer, hub, config, admission);
         assert!(std::mem::size_of_val(&session) <= 512);

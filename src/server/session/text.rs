@@ -18,7 +18,6 @@ use std::future::Future;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::StreamExt;
-use tokio::io::WriteHalf;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, info};
@@ -26,7 +25,7 @@ use tracing::{debug, info};
 use super::link::Link;
 use super::request::{ban_info, Dispatcher, Failure, Outcome, Reply, CLOSED_FOR};
 use super::writer::Encoding;
-use super::{io_reason, refuse, register, Frames, Stream};
+use super::{io_reason, refuse, register, Frames, Output};
 use crate::config::ServerConfig;
 use crate::event::{ChatLine, Event, Format, LeaveReason};
 use crate::names::{key_of, RoomName};
@@ -49,7 +48,7 @@ use crate::server::outbox::{Outbox, Outgoing};
 pub(super) fn serve(
     mut frames: Frames,
     first: Option<Frame>,
-    mut writer: WriteHalf<Box<dyn Stream>>,
+    mut writer: Output,
     peer: SocketAddr,
     hub: Arc<Hub>,
     config: Arc<ServerConfig>,
@@ -92,7 +91,7 @@ pub(super) fn serve(
 fn start(
     frames: Frames,
     first: Option<Frame>,
-    writer: WriteHalf<Box<dyn Stream>>,
+    writer: Output,
     peer: SocketAddr,
     hub: Arc<Hub>,
     config: Arc<ServerConfig>,
@@ -675,7 +674,9 @@ mod tests {
         let (id, _) = hub
             .connect(outbox.clone(), |_| Outgoing::Raw(Bytes::new()))
             .unwrap();
-        let (reader, _) = tokio::io::split(Box::new(tokio::io::empty()) as Box<dyn Stream>);
+        let (reader, _) = tokio::io::split(
+            Box::new(tokio::io::empty()) as Box<dyn crate::server::session::Stream>
+        );
         let session = TextSession {
             id,
             hub,

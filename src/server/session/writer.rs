@@ -14,22 +14,15 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::event::{Event, Format};
 use crate::server::outbox::{Drain, Outbox, Queued};
 
 /// Most buffers handed to one vectored write (the kernel's `IOV_MAX` is
 /// 1024). They are on the stack only for the duration of one poll.
 const MAX_SLICES: usize = 512;
 
-/// How a writer renders events for its connection.
-#[derive(Clone, Copy)]
-pub struct Encoding {
-    pub format: Format,
-    pub encode: fn(&Event) -> Bytes,
-}
+pub use crate::server::outbox::Encoding;
 
 /// Drains an outbox onto a socket. Ends when the outbox is aborted (at
 /// once) or closed (after a flush bounded by `close_timeout`).
@@ -52,12 +45,12 @@ where
 {
     async move {
         let mut batch = VecDeque::new();
+        let mut offset = 0;
         loop {
-            match outbox.take(&mut batch).await {
+            match outbox.take(&mut batch, &mut offset).await {
                 Drain::Abort => return,
                 Drain::More => {
                     let cost: usize = batch.iter().map(Queued::cost).sum();
-                    let mut offset = 0;
                     let now = poll_fn(|cx| {
                         let w = Pin::new(&mut writer);
                         Poll::Ready(poll_write_queue(w, cx, &mut batch, &mut offset, encoding))
@@ -89,7 +82,7 @@ where
                 }
                 Drain::Finish => {
                     let _ = Box::pin(tokio::time::timeout(close_timeout, async {
-                        write_queue(&mut writer, &mut batch, encoding).await?;
+                        write_queue(&mut writer, &mut batch, offset, encoding).await?;
                         writer.shutdown().await
                     }))
                     .await;
@@ -151,9 +144,9 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 pub async fn write_queue<W: AsyncWrite + Unpin>(
     writer: &mut W,
     queue: &mut VecDeque<Queued>,
+    mut offset: usize,
     encoding: Encoding,
 ) -> io::Result<()> {
-    let mut offset = 0;
     poll_fn(|cx| poll_write_queue(Pin::new(&mut *writer), cx, queue, &mut offset, encoding)).await
 }
 
@@ -243,7 +236,7 @@ fn poll_write_up_to<const N: usize, W: AsyncWrite>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Bundle, Envelope};
+    use crate::event::{Bundle, Envelope, Event, Format};
     use crate::proto::text;
     use std::task::{Context, Poll};
 
@@ -332,7 +325,7 @@ mod tests {
             calls: 0,
         };
         let mut q = queue();
-        write_queue(&mut w, &mut q, TEXT).await.unwrap();
+        write_queue(&mut w, &mut q, 0, TEXT).await.unwrap();
         assert_eq!(String::from_utf8(w.out).unwrap(), EXPECTED);
         assert_eq!(w.calls, 1);
         assert!(q.is_empty());
@@ -349,7 +342,7 @@ mod tests {
                     calls: 0,
                 };
                 let mut q = queue();
-                write_queue(&mut w, &mut q, TEXT).await.unwrap();
+                write_queue(&mut w, &mut q, 0, TEXT).await.unwrap();
                 assert_eq!(String::from_utf8(w.out).unwrap(), EXPECTED);
             }
         }
@@ -430,7 +423,7 @@ mod tests {
         let mut q: VecDeque<Queued> = (0..MAX_SLICES * 2 + 3)
             .map(|i| Queued::Raw(Box::new(format!("{i}\n").into())))
             .collect();
-        write_queue(&mut w, &mut q, TEXT).await.unwrap();
+        write_queue(&mut w, &mut q, 0, TEXT).await.unwrap();
         let expected: String = (0..MAX_SLICES * 2 + 3).map(|i| format!("{i}\n")).collect();
         assert_eq!(String::from_utf8(w.out).unwrap(), expected);
         assert_eq!(w.calls, 3);
