@@ -484,6 +484,11 @@ struct Load {
 }
 
 impl Load {
+    /// Whether the traffic of the window so far is light enough for kicks.
+    fn is_light(&self) -> bool {
+        self.lines <= MAX_KICKED_PER_WINDOW
+    }
+
     /// Counts `lines` more; says whether the window's traffic is still
     /// light enough for kicks.
     fn direct_after(&mut self, lines: usize, now: Instant) -> bool {
@@ -1390,11 +1395,19 @@ impl State {
             _ => 1,
         };
         self.fanned += lines * room.members.len();
+        // A big room, or heavy traffic, will not be kicked: its writer
+        // tasks are woken as it goes, with nothing to collect.
+        let kick = room.members.len() <= MAX_DIRECT_FANOUT && self.load.is_light();
         for (id, outbox) in room.members.iter() {
             if Some(id) == except {
                 continue;
             }
-            if outbox.push_deferred(item.clone(), &mut self.kicks) == Push::Overflow {
+            let pushed = if kick {
+                outbox.push_deferred(item.clone(), &mut self.kicks)
+            } else {
+                outbox.push(item.clone())
+            };
+            if pushed == Push::Overflow {
                 self.overflowed.push(id);
             }
         }
@@ -1705,7 +1718,11 @@ mod tests {
         assert!(watch.written.lock().unwrap().is_empty());
         // Left queued for the member's writer task.
         let st = hub.lock();
-        let queued = st.members.values().map(|m| m.outbox.drain_now().len()).max();
+        let queued = st
+            .members
+            .values()
+            .map(|m| m.outbox.drain_now().len())
+            .max();
         assert_eq!(queued, Some(1));
     }
 
