@@ -84,6 +84,11 @@ pub struct ServerConfig {
     pub max_sendq: usize,
     /// Rooms one member may be in at once.
     pub max_rooms_per_member: usize,
+    /// Largest room whose messages the posting connection's task writes to
+    /// the members' sockets itself (plain TCP, light traffic), instead of
+    /// waking a writer task per member: less CPU, a slightly longer tail on
+    /// a multi-core machine. 0 turns it off.
+    pub direct_fanout: usize,
     /// Connections the kernel may queue before they are accepted. A class
     /// logging in at once must not overflow it: an overflowed queue drops
     /// handshakes, which clients see as multi-second stalls.
@@ -236,6 +241,12 @@ pub struct ServeFlags {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_rooms_per_member: Option<usize>,
+    /// Largest room whose messages are written to members' sockets by the
+    /// sender's task instead of one writer task per member (less CPU, a
+    /// slightly longer tail); 0 turns it off. [default: 128]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direct_fanout: Option<usize>,
     /// Connections the kernel may queue before they are accepted.
     /// [default: 4096]
     #[arg(long, value_name = "N")]
@@ -389,6 +400,7 @@ impl Default for ServerConfig {
             max_line: 1024,
             max_sendq: 1024 * 1024,
             max_rooms_per_member: 32,
+            direct_fanout: 128,
             listen_backlog: 4096,
             handshake_timeout_secs: 10,
             register_timeout_secs: 20,

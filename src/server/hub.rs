@@ -92,6 +92,8 @@ pub struct MemberId(u64);
 pub struct HubLimits {
     /// Rooms one member may be in at once.
     pub max_rooms_per_member: usize,
+    /// Largest fan-out written by kicks; 0 for none (see `Load`).
+    pub direct_fanout: usize,
 }
 
 impl HubLimits {
@@ -99,6 +101,7 @@ impl HubLimits {
     pub fn from_config(config: &crate::config::ServerConfig) -> HubLimits {
         HubLimits {
             max_rooms_per_member: config.max_rooms_per_member,
+            direct_fanout: config.direct_fanout,
         }
     }
 }
@@ -385,6 +388,8 @@ struct State {
     /// Outboxes that were idle when something was queued to them: each is
     /// kicked (written to) once the lock is released; see [`Locked`].
     kicks: Vec<Arc<Outbox>>,
+    /// Largest fan-out written by kicks ([`HubLimits::direct_fanout`]).
+    direct_fanout: usize,
     /// Lines pushed to other members in this lock hold.
     fanned: usize,
     /// Lines pushed lately, which decide who writes them.
@@ -427,9 +432,8 @@ impl Drop for Locked<'_> {
         // queues into storage that is already there.
         std::mem::swap(&mut self.state.kicks, &mut self.kicks.0);
         let fanned = std::mem::take(&mut self.state.fanned);
-        if fanned > 0 {
-            self.kicks.1 = self.state.load.direct_after(fanned, Instant::now());
-        }
+        let light = fanned == 0 || self.state.load.direct_after(fanned, Instant::now());
+        self.kicks.1 = if light { self.state.direct_fanout } else { 0 };
     }
 }
 
@@ -442,12 +446,12 @@ thread_local! {
 }
 
 /// Outboxes to kick, taken from the state when its lock is released, and
-/// whether to write them here (or wake their writer tasks).
-struct Kicks(Vec<Arc<Outbox>>, bool);
+/// the most of them to write here (more are left to their writer tasks).
+struct Kicks(Vec<Arc<Outbox>>, usize);
 
 impl Kicks {
     fn spare() -> Kicks {
-        Kicks(SPARE_KICKS.try_with(|s| s.take()).unwrap_or_default(), true)
+        Kicks(SPARE_KICKS.try_with(|s| s.take()).unwrap_or_default(), 0)
     }
 }
 
@@ -457,7 +461,7 @@ impl Drop for Kicks {
         // one socket after another: far cheaper than waking a task per
         // member and another core to run some of them. A bigger one wants
         // every core, so its members' writer tasks are woken instead.
-        let direct = self.1 && self.0.len() <= MAX_DIRECT_FANOUT;
+        let direct = self.0.len() <= self.1;
         for outbox in self.0.drain(..) {
             if direct {
                 outbox.kick();
@@ -510,15 +514,8 @@ impl Load {
 const LOAD_WINDOW: Duration = Duration::from_millis(1);
 const MAX_KICKED_PER_WINDOW: usize = 1000;
 
-/// Most members one task writes to itself for one fan-out. Measured on two
-/// cores at 1,000 msg/s (docs/performance.md, scenario 9): in a room of 100
-/// it costs 29% less CPU than waking each member's writer task; in a room
-/// of 500 written by one task, p50 and p99 rose by a quarter or more, and
-/// sharing the writing among tasks on both cores saved no CPU.
-const MAX_DIRECT_FANOUT: usize = 128;
-
 /// The shared chat state. Cheap to share: wrap in an `Arc`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Hub {
     state: Mutex<State>,
     /// Notified when a room starts holding notices.
@@ -541,6 +538,12 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+impl Default for Hub {
+    fn default() -> Hub {
+        Hub::new(HubLimits::default())
+    }
+}
+
 impl Hub {
     /// A hub that keeps no history.
     pub fn new(limits: HubLimits) -> Hub {
@@ -549,7 +552,10 @@ impl Hub {
 
     pub fn with_history(limits: HubLimits, history: Option<History>) -> Hub {
         Hub {
-            state: Mutex::default(),
+            state: Mutex::new(State {
+                direct_fanout: limits.direct_fanout,
+                ..State::default()
+            }),
             held: Notify::new(),
             created: Notify::new(),
             limits,
@@ -1397,7 +1403,7 @@ impl State {
         self.fanned += lines * room.members.len();
         // A big room, or heavy traffic, will not be kicked: its writer
         // tasks are woken as it goes, with nothing to collect.
-        let kick = room.members.len() <= MAX_DIRECT_FANOUT && self.load.is_light();
+        let kick = room.members.len() <= self.direct_fanout && self.load.is_light();
         for (id, outbox) in room.members.iter() {
             if Some(id) == except {
                 continue;
@@ -1416,7 +1422,12 @@ impl State {
     fn deliver(&mut self, id: MemberId, outbox: &Arc<Outbox>, env: &Arc<Envelope>) {
         self.fanned += 1;
         let item = Outgoing::Event(env.clone());
-        if outbox.push_deferred(item, &mut self.kicks) == Push::Overflow {
+        let pushed = if self.direct_fanout > 0 {
+            outbox.push_deferred(item, &mut self.kicks)
+        } else {
+            outbox.push(item)
+        };
+        if pushed == Push::Overflow {
             self.overflowed.push(id);
         }
     }
@@ -1687,6 +1698,28 @@ mod tests {
     }
 
     #[test]
+    fn direct_fanout_zero_turns_kicks_off() {
+        let hub = Arc::new(Hub::new(HubLimits {
+            direct_fanout: 0,
+            ..HubLimits::default()
+        }));
+        let (watch, _) = watched(&hub, "dev");
+        let speaker = Probe::join(&hub, "dev");
+        watch.written.lock().unwrap().clear();
+        hub.say(speaker.id, "dev", "hello", false).unwrap();
+        hub.private(speaker.id, "guest1", "psst").unwrap();
+        assert!(watch.written.lock().unwrap().is_empty());
+        let st = hub.lock();
+        let queued = st
+            .members
+            .values()
+            .map(|m| m.outbox.drain_now().len())
+            .max();
+        // The speaker's join, the line and the private message.
+        assert_eq!(queued, Some(3));
+    }
+
+    #[test]
     fn heavy_traffic_is_left_to_the_writer_tasks() {
         let start = Instant::now();
         let mut load = Load::default();
@@ -1747,7 +1780,7 @@ mod tests {
     #[test]
     fn a_big_rooms_fan_out_wakes_writer_tasks_instead() {
         let hub = Arc::new(Hub::default());
-        let watches: Vec<_> = (0..MAX_DIRECT_FANOUT + 1)
+        let watches: Vec<_> = (0..HubLimits::default().direct_fanout + 1)
             .map(|_| watched(&hub, "big").0)
             .collect();
         let speaker = Probe::join(&hub, "big");
@@ -1766,7 +1799,7 @@ mod tests {
             .iter()
             .filter(|(id, m)| **id != speaker.id && !m.outbox.drain_now().is_empty())
             .count();
-        assert_eq!(queued, MAX_DIRECT_FANOUT + 1);
+        assert_eq!(queued, HubLimits::default().direct_fanout + 1);
     }
 
     fn greet(_: &Nick) -> Outgoing {
@@ -2149,6 +2182,7 @@ mod tests {
     fn room_limit_per_member() {
         let hub = Hub::new(HubLimits {
             max_rooms_per_member: 2,
+            ..HubLimits::default()
         });
         let a = Probe::join(&hub, "one");
         hub.join(a.id, "two", ack).unwrap();
