@@ -48,8 +48,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 
@@ -79,8 +79,11 @@ pub const NOTICE_DELAY: Duration = Duration::from_millis(50);
 /// released; a read older than this many retirements is simply redone.
 const RETIRED_KEPT: usize = 1024;
 
+#[path = "hub/kicks.rs"]
+mod kicks;
 #[path = "hub/logged.rs"]
 mod logged;
+use kicks::{Kicks, Load, Locked};
 pub use logged::{LiveRoom, Membership, NodeRoster, MEMBERSHIP_QUEUE};
 
 /// Identifies one registered member for the lifetime of its session.
@@ -403,116 +406,6 @@ struct State {
     /// cluster (see `logged.rs`); never waited on.
     observer: Option<tokio::sync::mpsc::Sender<logged::Membership>>,
 }
-
-/// The hub's state, locked. The outboxes queued to while it was held are
-/// kicked once it is released, in the order they were queued to: a kick
-/// may write to a socket, and nobody waits on I/O under the hub's lock.
-struct Locked<'a> {
-    // Fields drop in order: the lock is released, then the kicks happen.
-    state: MutexGuard<'a, State>,
-    kicks: Kicks,
-}
-
-impl std::ops::Deref for Locked<'_> {
-    type Target = State;
-    fn deref(&self) -> &State {
-        &self.state
-    }
-}
-
-impl std::ops::DerefMut for Locked<'_> {
-    fn deref_mut(&mut self) -> &mut State {
-        &mut self.state
-    }
-}
-
-impl Drop for Locked<'_> {
-    fn drop(&mut self) {
-        // The state keeps the (empty) spare list, so the next fan-out
-        // queues into storage that is already there.
-        std::mem::swap(&mut self.state.kicks, &mut self.kicks.0);
-        let fanned = std::mem::take(&mut self.state.fanned);
-        let light = fanned == 0 || self.state.load.direct_after(fanned, Instant::now());
-        self.kicks.1 = if light { self.state.direct_fanout } else { 0 };
-    }
-}
-
-thread_local! {
-    /// An empty list with room in it, kept per thread between lock holds:
-    /// fan-outs allocate nothing for their kicks.
-    static SPARE_KICKS: std::cell::Cell<Vec<Arc<Outbox>>> = const {
-        std::cell::Cell::new(Vec::new())
-    };
-}
-
-/// Outboxes to kick, taken from the state when its lock is released, and
-/// the most of them to write here (more are left to their writer tasks).
-struct Kicks(Vec<Arc<Outbox>>, usize);
-
-impl Kicks {
-    fn spare() -> Kicks {
-        Kicks(SPARE_KICKS.try_with(|s| s.take()).unwrap_or_default(), 0)
-    }
-}
-
-impl Drop for Kicks {
-    fn drop(&mut self) {
-        // A fan-out to a room of everyday size is written by this task,
-        // one socket after another: far cheaper than waking a task per
-        // member and another core to run some of them. A bigger one wants
-        // every core, so its members' writer tasks are woken instead.
-        let direct = self.0.len() <= self.1;
-        for outbox in self.0.drain(..) {
-            if direct {
-                outbox.kick();
-            } else {
-                outbox.wake();
-            }
-        }
-        let list = std::mem::take(&mut self.0);
-        let _ = SPARE_KICKS.try_with(|s| s.set(list));
-    }
-}
-
-/// Lines pushed to members within the current [`LOAD_WINDOW`].
-///
-/// Under heavy traffic the fan-outs are left to the writer tasks: each
-/// finds several items queued when it runs and writes them with one call,
-/// where kicks would write every fan-out on its own (closed loop in a room
-/// of 100, kicking every fan-out cost a quarter of the throughput and half
-/// again the CPU). Everyday traffic, far below the limit, is kicked.
-#[derive(Debug, Default)]
-struct Load {
-    since: Option<Instant>,
-    lines: usize,
-}
-
-impl Load {
-    /// Whether the traffic of the window so far is light enough for kicks.
-    fn is_light(&self) -> bool {
-        self.lines <= MAX_KICKED_PER_WINDOW
-    }
-
-    /// Counts `lines` more; says whether the window's traffic is still
-    /// light enough for kicks.
-    fn direct_after(&mut self, lines: usize, now: Instant) -> bool {
-        if self
-            .since
-            .is_none_or(|at| now.saturating_duration_since(at) >= LOAD_WINDOW)
-        {
-            self.since = Some(now);
-            self.lines = 0;
-        }
-        self.lines += lines;
-        self.lines <= MAX_KICKED_PER_WINDOW
-    }
-}
-
-/// The window over which traffic is counted, and the most lines per window
-/// that are kicked (a million a second): 1,000 msg/s into a room of 100 is
-/// a tenth of it, closed-loop chat in the same room about nine times it.
-const LOAD_WINDOW: Duration = Duration::from_millis(1);
-const MAX_KICKED_PER_WINDOW: usize = 1000;
 
 /// The shared chat state. Cheap to share: wrap in an `Arc`.
 #[derive(Debug)]
@@ -1617,6 +1510,8 @@ mod tests {
     use super::*;
     use crate::event::Format;
     use crate::server::outbox::Drain;
+    use kicks::{LOAD_WINDOW, MAX_KICKED_PER_WINDOW};
+    use std::time::Instant;
 
     /// A member as a test sees it: its id and the text lines it was sent.
     struct Probe {
