@@ -1592,6 +1592,15 @@ mod tests {
         (watch, id)
     }
 
+    /// The most items any member has queued for its writer task.
+    fn most_queued(hub: &Hub) -> Option<usize> {
+        let st = hub.lock();
+        st.members
+            .values()
+            .map(|m| m.outbox.drain_now().len())
+            .max()
+    }
+
     #[test]
     fn direct_fanout_zero_turns_kicks_off() {
         let hub = Arc::new(Hub::new(HubLimits {
@@ -1604,14 +1613,8 @@ mod tests {
         hub.say(speaker.id, "dev", "hello", false).unwrap();
         hub.private(speaker.id, "guest1", "psst").unwrap();
         assert!(watch.written.lock().unwrap().is_empty());
-        let st = hub.lock();
-        let queued = st
-            .members
-            .values()
-            .map(|m| m.outbox.drain_now().len())
-            .max();
         // The speaker's join, the line and the private message.
-        assert_eq!(queued, Some(3));
+        assert_eq!(most_queued(&hub), Some(3));
     }
 
     #[test]
@@ -1645,13 +1648,7 @@ mod tests {
         hub.say_many(speaker.id, "dev", &lines).unwrap();
         assert!(watch.written.lock().unwrap().is_empty());
         // Left queued for the member's writer task.
-        let st = hub.lock();
-        let queued = st
-            .members
-            .values()
-            .map(|m| m.outbox.drain_now().len())
-            .max();
-        assert_eq!(queued, Some(1));
+        assert_eq!(most_queued(&hub), Some(1));
     }
 
     #[test]
