@@ -67,6 +67,17 @@ pub enum Event {
         old: Nick,
         new: Nick,
     },
+    /// Several joins and leaves in a big room told as one: how its roster
+    /// changed since the member was last told. Someone who came and went
+    /// in that time is in no list. Kicks are never folded in here.
+    Crowd {
+        room: RoomName,
+        joined: Vec<Nick>,
+        /// Parted or quit.
+        left: Vec<Nick>,
+        /// Lost or cut by the server.
+        disconnected: Vec<Nick>,
+    },
     /// A notice from the server itself, such as the shutdown warning.
     Notice(Arc<str>),
     /// A room's stored messages (each an [`Event::Message`]), oldest first,
@@ -105,6 +116,19 @@ impl Event {
                         }
                 }
                 Event::Renamed { old, new } => old.as_str().len() + new.as_str().len(),
+                Event::Crowd {
+                    room,
+                    joined,
+                    left,
+                    disconnected,
+                } => {
+                    room.as_str().len()
+                        + [joined, left, disconnected]
+                            .iter()
+                            .flat_map(|nicks| nicks.iter())
+                            .map(|n| n.as_str().len() + 4)
+                            .sum::<usize>()
+                }
                 Event::Notice(text) => text.len(),
                 Event::History { room, messages, .. } => {
                     room.as_str().len() + messages.iter().map(Event::approx_size).sum::<usize>()

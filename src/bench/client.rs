@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::conn::{ConnectFailure, Connector, Reader, Writer};
 use super::frame::{Arrival, Frame, Framer, OrderTracker};
-use super::notice::{self, Notice};
+use super::notice::{self, Crowd, Notice};
 use super::shared::{Shared, Timeline, GREET_RCHAT, GREET_SILENT, GREET_UNKNOWN};
 use super::token::{self, Parsed};
 use super::BenchError;
@@ -504,6 +504,20 @@ fn on_frame(
                 stats.disconnects_seen += 1;
                 shared.disconnected(nick, now_ns);
             }
+            Some(Notice::Crowd {
+                change,
+                count,
+                listed,
+            }) => match change {
+                Crowd::Joined => stats.joins_seen += count,
+                Crowd::Left => stats.leaves_seen += count,
+                Crowd::Disconnected => {
+                    stats.disconnects_seen += count;
+                    for nick in Notice::listed(listed) {
+                        shared.disconnected(nick, now_ns);
+                    }
+                }
+            },
             None => stats.unparsed_lines += 1,
         },
         Parsed::Malformed => {

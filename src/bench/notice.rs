@@ -20,6 +20,36 @@ pub(crate) enum Notice<'a> {
     /// reads (and a connection closed without `/quit`); ncat
     /// `<announce> <userN> is disconnected.`
     Disconnected(&'a [u8]),
+    /// rchat's summary of several joins or leaves in a big room: `* 212
+    /// joined ROOM: a, b and 210 more`, `* 3 left ROOM: …`, `* 2 were
+    /// disconnected from ROOM: …`, with how many and the names it lists.
+    Crowd {
+        change: Crowd,
+        count: u64,
+        listed: &'a [u8],
+    },
+}
+
+/// What happened to everyone a [`Notice::Crowd`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Crowd {
+    Joined,
+    Left,
+    Disconnected,
+}
+
+impl<'a> Notice<'a> {
+    /// The nicks a crowd notice names (the first few of its count).
+    pub(crate) fn listed(listed: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
+        let names = match listed.windows(5).rposition(|w| w == b" and ") {
+            Some(at) if listed.ends_with(b" more") => &listed[..at],
+            _ => listed,
+        };
+        names
+            .split(|&b| b == b',')
+            .map(|n| n.trim_ascii())
+            .filter(|n| !n.is_empty())
+    }
 }
 
 const RCHAT: &[u8] = b"* ";
@@ -35,6 +65,9 @@ pub(crate) fn classify(line: &[u8]) -> Option<Notice<'_>> {
 
 /// `NICK joined ROOM` and the rest, with NICK and ROOM single words.
 fn rchat(rest: &[u8]) -> Option<Notice<'_>> {
+    if let Some(crowd) = crowd(rest) {
+        return Some(crowd);
+    }
     let space = rest.iter().position(|&b| b == b' ')?;
     let (nick, tail) = (&rest[..space], &rest[space + 1..]);
     if nick.is_empty() {
@@ -53,6 +86,30 @@ fn rchat(rest: &[u8]) -> Option<Notice<'_>> {
         return Some(Notice::Disconnected(nick));
     }
     None
+}
+
+/// `COUNT joined ROOM: LIST` and its kin, with ROOM a single word.
+fn crowd(rest: &[u8]) -> Option<Notice<'_>> {
+    let space = rest.iter().position(|&b| b == b' ')?;
+    let count: u64 = std::str::from_utf8(&rest[..space]).ok()?.parse().ok()?;
+    let tail = &rest[space + 1..];
+    let (change, tail) = [
+        (Crowd::Joined, &b"joined "[..]),
+        (Crowd::Left, b"left "),
+        (Crowd::Disconnected, b"were disconnected from "),
+        (Crowd::Disconnected, b"was disconnected from "),
+    ]
+    .into_iter()
+    .find_map(|(change, verb)| tail.strip_prefix(verb).map(|t| (change, t)))?;
+    let colon = tail.windows(2).position(|w| w == b": ")?;
+    if !one_word(&tail[..colon]) {
+        return None;
+    }
+    Some(Notice::Crowd {
+        change,
+        count,
+        listed: &tail[colon + 2..],
+    })
 }
 
 /// `ADDR is connected as <userN>.` and `<userN> is disconnected.`
@@ -97,6 +154,51 @@ mod tests {
     }
 
     #[test]
+    fn reads_rchats_summaries_of_crowds() {
+        assert_eq!(
+            classify(b"* 212 joined lobby: ann, bob and 210 more"),
+            Some(Notice::Crowd {
+                change: Crowd::Joined,
+                count: 212,
+                listed: &b"ann, bob and 210 more"[..]
+            })
+        );
+        assert_eq!(
+            classify(b"* 2 were disconnected from dev: slow1, slow2"),
+            Some(Notice::Crowd {
+                change: Crowd::Disconnected,
+                count: 2,
+                listed: &b"slow1, slow2"[..]
+            })
+        );
+        assert!(matches!(
+            classify(b"* 1 was disconnected from dev: slow1"),
+            Some(Notice::Crowd {
+                change: Crowd::Disconnected,
+                count: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            classify(b"* 3 left lobby: a, b, c"),
+            Some(Notice::Crowd {
+                change: Crowd::Left,
+                count: 3,
+                ..
+            })
+        ));
+        let names: Vec<&[u8]> = Notice::listed(b"ann, bob and 210 more").collect();
+        assert_eq!(names, [&b"ann"[..], b"bob"]);
+        let names: Vec<&[u8]> = Notice::listed(b"slow1, slow2").collect();
+        assert_eq!(names, [&b"slow1"[..], b"slow2"]);
+        // A nick that is a number still joins alone.
+        assert_eq!(
+            classify(b"* 42 joined lobby"),
+            Some(Notice::Joined(&b"42"[..]))
+        );
+    }
+
+    #[test]
     fn reads_ncats_announcements() {
         assert_eq!(
             classify(b"<announce> 127.0.0.1 is connected as <user12>."),
@@ -114,6 +216,8 @@ mod tests {
             &b"* welcome to rchat, guest1! type /help for commands"[..],
             b"* you are now in lobby (3 members); /who lists them",
             b"* alice joined the fun today",
+            b"* 3 joined the fun: a, b, c",
+            b"* 3 jumped lobby: a, b, c",
             b"* alice waves",
             b"* quit",
             b"guest3> * bob joined lobby",

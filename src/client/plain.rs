@@ -21,7 +21,7 @@ use crate::clock;
 use crate::proto::json::{ClientMsg, ErrorCode, HistoryEntry, ServerMsg};
 use crate::proto::sanitize::clean;
 use crate::proto::text::HELP;
-use crate::proto::wording;
+use crate::proto::wording::{self, Crowd};
 
 /// Colours for nicks, chosen by a stable hash so a nick keeps its colour.
 const PALETTE: &[u8] = &[31, 32, 33, 34, 35, 36, 91, 92, 93, 94, 95, 96];
@@ -108,7 +108,39 @@ impl Printer {
         {
             return self.history(room, messages, id.is_some(), now_ms);
         }
+        if let ServerMsg::Crowd {
+            room,
+            joined,
+            left,
+            disconnected,
+        } = msg
+        {
+            return self.crowd(room, joined, left, disconnected);
+        }
         self.line(msg).into_iter().collect()
+    }
+
+    /// A line per kind of change in a summary of joins and leaves.
+    fn crowd(
+        &self,
+        room: &str,
+        joined: &[String],
+        left: &[String],
+        disconnected: &[String],
+    ) -> Vec<String> {
+        let room = clean(room);
+        [
+            (Crowd::Joined, joined),
+            (Crowd::Left, left),
+            (Crowd::Disconnected, disconnected),
+        ]
+        .into_iter()
+        .filter_map(|(change, nicks)| {
+            let nicks: Vec<String> = nicks.iter().map(|n| self.nick(n)).collect();
+            wording::crowd(change, &room, &nicks)
+        })
+        .map(|line| format!("* {line}"))
+        .collect()
     }
 
     fn line(&self, msg: &ServerMsg) -> Option<String> {
@@ -178,6 +210,7 @@ impl Printer {
             ServerMsg::Bye { reason } => format!("* {}", clean(reason)),
             ServerMsg::Ack { .. }
             | ServerMsg::History { .. }
+            | ServerMsg::Crowd { .. }
             | ServerMsg::Ping { .. }
             | ServerMsg::Pong { .. } => return None,
         };
@@ -467,6 +500,27 @@ mod tests {
                 0
             )
             .is_empty());
+    }
+
+    #[test]
+    fn a_crowd_is_a_line_per_kind_of_change() {
+        let p = Printer {
+            color: false,
+            nick_required: false,
+        };
+        let msg = ServerMsg::Crowd {
+            room: "lobby".into(),
+            joined: vec![],
+            left: vec!["ann".into(), "b\x1b[2Job".into()],
+            disconnected: vec!["cat".into()],
+        };
+        assert_eq!(
+            p.lines(&msg, 0),
+            [
+                "* 2 left lobby: ann, bob",
+                "* 1 was disconnected from lobby: cat"
+            ]
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::request::Request;
 use super::sanitize;
 use crate::event::{ChatLine, Event, LeaveReason};
+use crate::names::Nick;
 
 impl ClientMsg {
     /// The request id, for answering even a request that is refused
@@ -314,6 +315,21 @@ pub enum ServerMsg {
         old: String,
         new: String,
     },
+    /// Several joins and leaves in a big room, told together: how `room`'s
+    /// member list changed since the last event about it. Apply `left` and
+    /// `disconnected` (removed), then `joined` (added). Someone who came
+    /// and went in between is in none of them.
+    Crowd {
+        room: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        joined: Vec<String>,
+        /// Parted or quit.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        left: Vec<String>,
+        /// Lost the connection or was cut off by the server.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        disconnected: Vec<String>,
+    },
     Notice {
         text: String,
     },
@@ -604,6 +620,20 @@ pub fn from_event(event: &Event) -> ServerMsg {
             old: old.to_string(),
             new: new.to_string(),
         },
+        Event::Crowd {
+            room,
+            joined,
+            left,
+            disconnected,
+        } => {
+            let names = |nicks: &[Nick]| nicks.iter().map(Nick::to_string).collect();
+            ServerMsg::Crowd {
+                room: room.to_string(),
+                joined: names(joined),
+                left: names(left),
+                disconnected: names(disconnected),
+            }
+        }
         Event::Notice(text) => ServerMsg::Notice {
             text: text.to_string(),
         },
@@ -734,6 +764,7 @@ mod tests {
             Just(LeaveKind::Dropped),
             Just(LeaveKind::Kicked)
         ];
+        let names = proptest::collection::vec(".*", 0..4);
         prop_oneof![
             (".*", any::<u32>(), ".*", any::<usize>(), any::<u64>()).prop_map(
                 |(proto, version, nick, max_text, ping_interval)| ServerMsg::Welcome {
@@ -778,6 +809,14 @@ mod tests {
                     by
                 }),
             (".*", ".*").prop_map(|(old, new)| ServerMsg::Renamed { old, new }),
+            (".*", names.clone(), names.clone(), names).prop_map(
+                |(room, joined, left, disconnected)| ServerMsg::Crowd {
+                    room,
+                    joined,
+                    left,
+                    disconnected
+                }
+            ),
             ".*".prop_map(|text| ServerMsg::Notice { text }),
             (
                 ".*",

@@ -8,7 +8,7 @@
 use bytes::Bytes;
 
 use super::json::LeaveKind;
-use super::wording;
+use super::wording::{self, Crowd};
 use crate::event::{Event, LeaveReason};
 
 /// What a line of input asks for.
@@ -218,6 +218,23 @@ pub fn render(event: &Event) -> Bytes {
             format!("* {}\n", wording::left(nick, room, &kind, why))
         }
         Event::Renamed { old, new } => format!("* {}\n", wording::renamed(old, new)),
+        Event::Crowd {
+            room,
+            joined,
+            left,
+            disconnected,
+        } => {
+            let lines = [
+                (Crowd::Joined, joined),
+                (Crowd::Left, left),
+                (Crowd::Disconnected, disconnected),
+            ];
+            lines
+                .into_iter()
+                .filter_map(|(change, nicks)| wording::crowd(change, room, nicks))
+                .map(|line| format!("* {line}\n"))
+                .collect()
+        }
         Event::Notice(text) => format!("* {text}\n"),
         Event::History { room, messages, .. } => return history(room.as_str(), messages),
     };

@@ -55,6 +55,41 @@ pub fn ban(info: &super::json::BanInfo) -> String {
     text
 }
 
+/// How many names a summary of joins or leaves lists before `and N more`.
+pub const CROWD_LISTED: usize = 8;
+
+/// What happened to everyone a crowd line names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crowd {
+    Joined,
+    Left,
+    Disconnected,
+}
+
+/// `212 joined lobby: ann, bob, … and 204 more`: several joins or leaves in
+/// a big room, the first [`CROWD_LISTED`] by name. `None` for no names.
+pub fn crowd<D: Display>(change: Crowd, room: impl Display, nicks: &[D]) -> Option<String> {
+    if nicks.is_empty() {
+        return None;
+    }
+    let n = nicks.len();
+    let shown: Vec<String> = nicks
+        .iter()
+        .take(CROWD_LISTED)
+        .map(|n| n.to_string())
+        .collect();
+    let mut list = shown.join(", ");
+    if n > CROWD_LISTED {
+        list.push_str(&format!(" and {} more", n - CROWD_LISTED));
+    }
+    Some(match change {
+        Crowd::Joined => format!("{n} joined {room}: {list}"),
+        Crowd::Left => format!("{n} left {room}: {list}"),
+        Crowd::Disconnected if n == 1 => format!("1 was disconnected from {room}: {list}"),
+        Crowd::Disconnected => format!("{n} were disconnected from {room}: {list}"),
+    })
+}
+
 /// `alice is now known as bob`
 pub fn renamed(old: impl Display, new: impl Display) -> String {
     format!("{old} is now known as {new}")
@@ -67,6 +102,16 @@ mod tests {
     #[test]
     fn events_read_as_sentences() {
         assert_eq!(joined("alice", "lobby"), "alice joined lobby");
+        assert_eq!(crowd::<&str>(Crowd::Joined, "lobby", &[]), None);
+        assert_eq!(
+            crowd(Crowd::Left, "lobby", &["ann", "bob"]).as_deref(),
+            Some("2 left lobby: ann, bob")
+        );
+        let many: Vec<String> = (0..11).map(|i| format!("n{i}")).collect();
+        assert_eq!(
+            crowd(Crowd::Disconnected, "dev", &many).as_deref(),
+            Some("11 were disconnected from dev: n0, n1, n2, n3, n4, n5, n6, n7 and 3 more")
+        );
         assert_eq!(
             left("alice", "dev", &LeaveKind::Part, None),
             "alice left dev"

@@ -20,9 +20,10 @@
 //! Big rooms are kept cheap to join and leave: a room's roster is kept in
 //! nick order, so telling a joiner who is there is a walk, not a sort; and a
 //! room of `BIG_ROOM` (128) members or more holds its join and leave notices for
-//! up to [`NOTICE_DELAY`] and tells them in one bundle, always before the
-//! room's next message, so a wave of joins costs each member a few queue
-//! entries rather than one per join. The server drives the delay
+//! up to [`NOTICE_DELAY`] and tells them folded into a summary of how the
+//! roster changed (`crowd.rs`), always before the room's next message, so a
+//! wave of joins costs each member a few short lines rather than one per
+//! join. The server drives the delay
 //! ([`Hub::notices_held`], [`Hub::tell_held`]); the hub has no timers.
 //!
 //! With [`History`], the hub also hands every room message to the store, in
@@ -79,6 +80,8 @@ pub const NOTICE_DELAY: Duration = Duration::from_millis(50);
 /// released; a read older than this many retirements is simply redone.
 const RETIRED_KEPT: usize = 1024;
 
+#[path = "hub/crowd.rs"]
+mod crowd;
 #[path = "hub/kicks.rs"]
 mod kicks;
 #[path = "hub/logged.rs"]
@@ -236,8 +239,37 @@ pub enum HubError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Joined {
     pub room: RoomName,
+}
+
+/// The room a member was just seated in, as the joiner's confirmation sees
+/// it: under the hub's lock, so what it says agrees with the notices that
+/// follow. The member list is only built when asked for, since a wave of
+/// joins into a room of thousands would otherwise copy thousands of nicks
+/// per join under the lock for clients (text ones) that show only a count.
+pub struct Seated<'a> {
+    st: &'a State,
+    key: &'a str,
+    pub room: &'a RoomName,
+}
+
+impl Seated<'_> {
+    /// How many are in the room, the joiner included.
+    pub fn count(&self) -> usize {
+        let Some(room) = self.st.rooms.get(self.key) else {
+            return 0;
+        };
+        let remote = room
+            .remote
+            .keys()
+            .filter(|key| !self.st.nicks.contains_key(*key))
+            .count();
+        room.members.len() + remote
+    }
+
     /// Everyone in the room, the joiner included, sorted case-insensitively.
-    pub members: Vec<Nick>,
+    pub fn members(&self) -> Vec<Nick> {
+        self.st.member_nicks(self.key)
+    }
 }
 
 pub use crate::event::ChatLine;
@@ -816,7 +848,7 @@ impl Hub {
         &self,
         id: MemberId,
         room: &str,
-        confirm: impl FnOnce(&Joined) -> Outgoing,
+        confirm: impl FnOnce(&Seated<'_>) -> Outgoing,
     ) -> Result<Joined, HubError> {
         self.join_leaving(id, room, None, None, confirm)
     }
@@ -828,7 +860,7 @@ impl Hub {
         id: MemberId,
         room: &str,
         seed: Option<RoomSeed>,
-        confirm: impl FnOnce(&Joined) -> Outgoing,
+        confirm: impl FnOnce(&Seated<'_>) -> Outgoing,
     ) -> Result<Joined, HubError> {
         self.join_leaving(id, room, None, seed, confirm)
     }
@@ -840,7 +872,7 @@ impl Hub {
         from: &str,
         to: &str,
         seed: Option<RoomSeed>,
-        confirm: impl FnOnce(&Joined) -> Outgoing,
+        confirm: impl FnOnce(&Seated<'_>) -> Outgoing,
     ) -> Result<Joined, HubError> {
         self.join_leaving(id, to, Some(key_of(from)), seed, confirm)
     }
@@ -853,7 +885,7 @@ impl Hub {
         id: MemberId,
         from: &str,
         to: &str,
-        confirm: impl FnOnce(&Joined) -> Outgoing,
+        confirm: impl FnOnce(&Seated<'_>) -> Outgoing,
     ) -> Result<Joined, HubError> {
         self.join_leaving(id, to, Some(key_of(from)), None, confirm)
     }
@@ -864,7 +896,7 @@ impl Hub {
         room: &str,
         leaving: Option<String>,
         mut seed: Option<RoomSeed>,
-        confirm: impl FnOnce(&Joined) -> Outgoing,
+        confirm: impl FnOnce(&Seated<'_>) -> Outgoing,
     ) -> Result<Joined, HubError> {
         let name = RoomName::parse(room)?;
         let key = name.key();
@@ -937,13 +969,15 @@ impl Hub {
         if let Some(old) = leaving.filter(|old| *old != key) {
             st.leave_room(id, &old, LeaveReason::Part);
         }
-        let joined = Joined {
-            room: room_name,
-            members: st.member_nicks(&key),
-        };
+        let confirmation = confirm(&Seated {
+            st,
+            key: &key,
+            room: &room_name,
+        });
+        let joined = Joined { room: room_name };
         if let Some(m) = st.members.get(&id) {
             let outbox = m.outbox.clone();
-            let mut overflow = outbox.push(confirm(&joined)) == Push::Overflow;
+            let mut overflow = outbox.push(confirmation) == Push::Overflow;
             if let Some(replay) = replay {
                 overflow |= outbox.push(Outgoing::Event(replay)) == Push::Overflow;
             }
@@ -1364,20 +1398,23 @@ impl State {
             return;
         }
         let Held { notices, late } = std::mem::take(&mut room.held);
-        let told = |from: usize| -> Outgoing {
-            match &notices[from..] {
-                [one] => Outgoing::Event(one.clone()),
-                many => Outgoing::Bundle(Bundle::new(many.to_vec())),
+        let told = |from: usize| -> Option<Outgoing> {
+            let mut folded = crowd::fold(&notices[from..]);
+            match folded.len() {
+                0 => None,
+                1 => folded.pop().map(Outgoing::Event),
+                _ => Some(Outgoing::Bundle(Bundle::new(folded))),
             }
         };
-        let all = told(0);
         let skip: HashSet<MemberId> = late.iter().map(|(id, _)| *id).collect();
         let mut overflowed = Vec::new();
-        for (id, outbox) in room.members.iter() {
-            if !skip.contains(&id)
-                && outbox.push_deferred(all.clone(), &mut self.kicks) == Push::Overflow
-            {
-                overflowed.push(id);
+        if let Some(all) = told(0) {
+            for (id, outbox) in room.members.iter() {
+                if !skip.contains(&id)
+                    && outbox.push_deferred(all.clone(), &mut self.kicks) == Push::Overflow
+                {
+                    overflowed.push(id);
+                }
             }
         }
         for (id, from) in late {
@@ -1387,10 +1424,13 @@ impl State {
             let Some(member) = self.members.get(&id) else {
                 continue;
             };
-            if member.rooms.iter().any(|k| k == room_key)
-                && member.outbox.push_deferred(told(from), &mut self.kicks) == Push::Overflow
-            {
-                overflowed.push(id);
+            if !member.rooms.iter().any(|k| k == room_key) {
+                continue;
+            }
+            if let Some(item) = told(from) {
+                if member.outbox.push_deferred(item, &mut self.kicks) == Push::Overflow {
+                    overflowed.push(id);
+                }
             }
         }
         self.overflowed.extend(overflowed);
@@ -1511,6 +1551,7 @@ mod tests {
     use crate::event::Format;
     use crate::server::outbox::Drain;
     use kicks::{LOAD_WINDOW, MAX_KICKED_PER_WINDOW};
+    use std::collections::BTreeSet;
     use std::time::Instant;
 
     /// A member as a test sees it: its id and the text lines it was sent.
@@ -1544,7 +1585,7 @@ mod tests {
         }
     }
 
-    fn ack(_: &Joined) -> Outgoing {
+    fn ack(_: &Seated<'_>) -> Outgoing {
         Outgoing::Raw("joined\n".into())
     }
 
@@ -1995,10 +2036,11 @@ mod tests {
         assert!(probes[0].lines().is_empty(), "held, not yet told");
         hub.say(probes[2].id, "big", "hello", false).unwrap();
         let (xn, yn) = (BIG_ROOM + 1, BIG_ROOM + 2);
+        // Told as a summary, one line per kind of change.
         assert_eq!(
             probes[0].lines(),
             vec![
-                format!("* guest{xn} joined big\n* guest{yn} joined big\n* guest2 left big"),
+                format!("* 2 joined big: guest{xn}, guest{yn}\n* 1 left big: guest2"),
                 "guest3> hello".to_string(),
             ]
         );
@@ -2006,10 +2048,11 @@ mod tests {
         assert_eq!(
             x.lines(),
             vec![
-                format!("* guest{yn} joined big\n* guest2 left big"),
+                format!("* 1 joined big: guest{yn}\n* 1 left big: guest2"),
                 "guest3> hello".to_string(),
             ]
         );
+        // A single change reads as it always does.
         assert_eq!(y.lines(), vec!["* guest2 left big", "guest3> hello"]);
         // The one who left is told nothing more.
         assert!(probes[1].lines().is_empty());
@@ -2041,11 +2084,104 @@ mod tests {
         let wave: Vec<Probe> = (0..1000).map(|_| Probe::join(&hub, "big")).collect();
         hub.tell_held();
         let lines: Vec<String> = probes[0].lines();
-        // One entry per MAX_HELD notices, not one per join.
+        // One summary line per MAX_HELD notices, not one line per join.
         assert_eq!(lines.len(), 1000usize.div_ceil(MAX_HELD));
-        let told: usize = lines.iter().map(|l| l.lines().count()).sum();
+        assert!(lines.iter().all(|l| l.lines().count() == 1), "{lines:?}");
+        let told: usize = lines
+            .iter()
+            .map(|l| {
+                let n = l.strip_prefix("* ").and_then(|l| l.split_once(' '));
+                n.and_then(|(n, _)| n.parse::<usize>().ok()).unwrap_or(0)
+            })
+            .sum();
         assert_eq!(told, 1000);
-        drop(wave);
+        // A joiner of the wave is told of those after it, the last of
+        // nobody.
+        let last = wave.last().map(|p| p.lines());
+        assert_eq!(last, Some(Vec::new()));
+        let first = wave[0].lines();
+        assert!(first[0].starts_with(&format!("* {} joined big: ", MAX_HELD - 1)));
+    }
+
+    /// Follows one member's view of a room's roster through what it is
+    /// told: joins, leaves and crowds, alone or bundled.
+    fn follow(roster: &mut BTreeSet<String>, items: &[Outgoing]) {
+        let mut one = |event: &Event| match event {
+            Event::Joined { nick, .. } => assert!(roster.insert(nick.key()), "{nick} twice"),
+            Event::Left { nick, .. } => assert!(roster.remove(&nick.key()), "{nick} absent"),
+            Event::Crowd {
+                joined,
+                left,
+                disconnected,
+                ..
+            } => {
+                for nick in left.iter().chain(disconnected) {
+                    assert!(roster.remove(&nick.key()), "{nick} absent");
+                }
+                for nick in joined {
+                    assert!(roster.insert(nick.key()), "{nick} twice");
+                }
+            }
+            _ => {}
+        };
+        for item in items {
+            match item {
+                Outgoing::Event(env) => one(&env.event),
+                Outgoing::Bundle(bundle) => bundle.envelopes().iter().for_each(|e| one(&e.event)),
+                Outgoing::Raw(_) => {}
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// Whoever joins, leaves or is dropped, and whenever held notices
+        /// are told, every member of a big room who applies what it was
+        /// told to the list it got on joining knows who is there.
+        #[test]
+        fn members_who_follow_the_notices_know_the_roster(
+            ops in proptest::collection::vec((0u8..4, 0usize..1000), 0..80)
+        ) {
+            let hub = Hub::default();
+            let who = |hub: &Hub| -> BTreeSet<String> {
+                hub.who("big").map(|(_, n)| n.iter().map(Nick::key).collect()).unwrap_or_default()
+            };
+            let mut inside: Vec<(MemberId, Arc<Outbox>, BTreeSet<String>)> = big_room(&hub)
+                .into_iter()
+                .map(|p| (p.id, p.outbox, who(&hub)))
+                .collect();
+            for (op, pick) in ops {
+                match op {
+                    0 => {
+                        let outbox = Outbox::new(1 << 20);
+                        let (id, _) = hub.connect(outbox.clone(), |_| Outgoing::Raw("hi\n".into())).unwrap();
+                        let mut roster = BTreeSet::new();
+                        hub.join(id, "big", |seated| {
+                            roster = seated.members().iter().map(Nick::key).collect();
+                            ack(seated)
+                        })
+                        .unwrap();
+                        outbox.drain_now();
+                        inside.push((id, outbox, roster));
+                    }
+                    1 | 2 if inside.len() > 1 => {
+                        let (id, _, _) = inside.swap_remove(pick % inside.len());
+                        if op == 1 {
+                            hub.part(id, "big").unwrap();
+                        } else {
+                            hub.disconnect(id, LeaveReason::Dropped("gone".into()));
+                        }
+                    }
+                    _ => hub.tell_held(),
+                }
+            }
+            hub.tell_held();
+            let now = who(&hub);
+            for (_, outbox, roster) in &mut inside {
+                follow(roster, &outbox.drain_now());
+                proptest::prop_assert_eq!(&*roster, &now);
+            }
+        }
     }
 
     #[test]

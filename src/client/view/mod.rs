@@ -31,7 +31,7 @@ use crate::proto::json::{
     ClientMsg, ErrorCode, HistoryEntry, RoomInfo, ServerMsg, MAX_HISTORY_PAGE,
 };
 use crate::proto::sanitize;
-use crate::proto::wording;
+use crate::proto::wording::{self, Crowd};
 
 mod attention;
 mod history;
@@ -377,6 +377,43 @@ impl ChatView {
         }
     }
 
+    /// Several joins and leaves at once: the member list follows them all,
+    /// and the scrollback gets a line per kind of change, not per person.
+    fn apply_crowd(
+        &mut self,
+        now: u64,
+        room: &str,
+        joined: Vec<String>,
+        left: Vec<String>,
+        disconnected: Vec<String>,
+    ) {
+        let room = clean(room);
+        let clean_all =
+            |nicks: Vec<String>| -> Vec<String> { nicks.iter().map(|n| clean(n)).collect() };
+        let (joined, left, disconnected) =
+            (clean_all(joined), clean_all(left), clean_all(disconnected));
+        if let Some(i) = self.room_index(&room) {
+            let gone: std::collections::HashSet<String> = left
+                .iter()
+                .chain(&disconnected)
+                .map(|n| n.to_ascii_lowercase())
+                .collect();
+            let mut members = std::mem::take(&mut self.rooms[i].members);
+            members.retain(|m| !gone.contains(&m.to_ascii_lowercase()));
+            members.extend(joined.iter().cloned());
+            self.rooms[i].members = sorted(members);
+        }
+        for (kind, change, nicks) in [
+            (Kind::Join, Crowd::Joined, &joined),
+            (Kind::Leave, Crowd::Left, &left),
+            (Kind::Leave, Crowd::Disconnected, &disconnected),
+        ] {
+            if let Some(text) = wording::crowd(change, &room, nicks) {
+                self.push_line(now, kind, Some(&room), "", &text);
+            }
+        }
+    }
+
     fn apply_msg(&mut self, msg: ServerMsg) {
         let now = self.now();
         match msg {
@@ -470,6 +507,12 @@ impl ChatView {
                     &wording::joined(&nick, &room),
                 );
             }
+            ServerMsg::Crowd {
+                room,
+                joined,
+                left,
+                disconnected,
+            } => self.apply_crowd(now, &room, joined, left, disconnected),
             ServerMsg::Left {
                 room,
                 nick,
@@ -699,6 +742,34 @@ mod tests {
         assert_eq!(v.members(), ["ally", "zed"]);
         assert_eq!(last(&v).text, "you are now known as ally");
         assert_eq!(last(&v).room, None);
+    }
+
+    #[test]
+    fn a_crowd_updates_the_members_and_reads_as_one_line_per_kind() {
+        let mut v = view();
+        let lines_before = v.lines().count();
+        msg(
+            &mut v,
+            ServerMsg::Crowd {
+                room: "lobby".into(),
+                joined: vec!["Carol".into(), "dan".into()],
+                left: vec!["BOB".into()],
+                disconnected: vec![],
+            },
+        );
+        assert_eq!(v.members(), ["alice", "Carol", "dan"]);
+        let new: Vec<(Kind, String)> = v
+            .lines()
+            .skip(lines_before)
+            .map(|l| (l.kind.clone(), l.text.clone()))
+            .collect();
+        assert_eq!(
+            new,
+            [
+                (Kind::Join, "2 joined lobby: Carol, dan".to_string()),
+                (Kind::Leave, "1 left lobby: BOB".to_string()),
+            ]
+        );
     }
 
     #[test]

@@ -323,7 +323,7 @@ mod tests {
             }),
             Err(HubError::NickInUse(_))
         ));
-        let confirm = |_: &super::super::Joined| Outgoing::Raw("in\n".into());
+        let confirm = |_: &super::super::Seated<'_>| Outgoing::Raw("in\n".into());
         hub.join(a, "Dev", confirm).unwrap();
         hub.join(b, "dev", confirm).unwrap();
         let seqs = |hub: &Hub| -> Vec<(String, u64)> {

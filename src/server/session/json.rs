@@ -25,7 +25,7 @@ use crate::proto::line::Frame;
 use crate::proto::request::Request;
 use crate::server::access::Access;
 use crate::server::flood::{history_extra, Flood, Verdict};
-use crate::server::hub::{Hub, HubError, Joined, MemberId, Posted};
+use crate::server::hub::{Hub, HubError, MemberId, Posted, Seated};
 use crate::server::outbox::{Outbox, Outgoing};
 
 fn out(msg: &ServerMsg) -> Outgoing {
@@ -135,10 +135,10 @@ fn answer_of(id: Option<String>, reply: Reply) -> Option<ServerMsg> {
 }
 
 /// JSON's confirmation of a join: the room's state.
-fn room_state(joined: &Joined) -> Outgoing {
+fn room_state(seated: &Seated<'_>) -> Outgoing {
     out(&ServerMsg::RoomState {
-        room: joined.room.to_string(),
-        members: joined.members.iter().map(|n| n.to_string()).collect(),
+        room: seated.room.to_string(),
+        members: seated.members().iter().map(|n| n.to_string()).collect(),
     })
 }
 

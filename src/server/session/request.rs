@@ -26,7 +26,7 @@ use crate::proto::request::Request;
 use crate::proto::sanitize;
 use crate::server::access::MAX_ATTEMPTS;
 use crate::server::bans::{self, Ban, Cidr};
-use crate::server::hub::{HistoryPage, Hub, HubError, Joined, MemberId, Posted};
+use crate::server::hub::{HistoryPage, Hub, HubError, Joined, MemberId, Posted, Seated};
 use crate::server::outbox::Outgoing;
 
 use super::link::Link;
@@ -143,7 +143,7 @@ pub(super) struct Dispatcher<'a> {
     max_text: usize,
     /// The protocol's confirmation of a join, queued by the hub before any
     /// traffic of the room can reach the joiner.
-    confirm: fn(&Joined) -> Outgoing,
+    confirm: fn(&Seated<'_>) -> Outgoing,
     /// The cluster, when this node is part of one: chat and nicks go
     /// through it.
     link: Option<&'a Arc<Link>>,
@@ -154,7 +154,7 @@ impl<'a> Dispatcher<'a> {
         id: MemberId,
         hub: &'a Arc<Hub>,
         max_text: usize,
-        confirm: fn(&Joined) -> Outgoing,
+        confirm: fn(&Seated<'_>) -> Outgoing,
         link: Option<&'a Arc<Link>>,
     ) -> Dispatcher<'a> {
         Dispatcher {
@@ -598,7 +598,7 @@ mod tests {
     use crate::server::hub::{History, HubLimits};
     use crate::server::outbox::Outbox;
 
-    fn confirm(_: &Joined) -> Outgoing {
+    fn confirm(_: &Seated<'_>) -> Outgoing {
         Outgoing::Raw("joined\n".into())
     }
 

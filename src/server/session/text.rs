@@ -36,7 +36,7 @@ use crate::proto::sanitize;
 use crate::proto::text::{self, Command, Input};
 use crate::proto::wording;
 use crate::server::flood::{history_extra, Flood, Verdict};
-use crate::server::hub::{Hub, HubError, Joined, MemberId};
+use crate::server::hub::{Hub, HubError, MemberId, Seated};
 use crate::server::outbox::{Outbox, Outgoing};
 
 /// Starts a text session after protocol detection: registers the member
@@ -222,8 +222,8 @@ enum Step {
 }
 
 /// Text mode's confirmation of a join.
-fn confirm(joined: &Joined) -> Outgoing {
-    let n = joined.members.len();
+fn confirm(seated: &Seated<'_>) -> Outgoing {
+    let n = seated.count();
     let others = if n == 1 {
         "just you".to_string()
     } else {
@@ -231,7 +231,7 @@ fn confirm(joined: &Joined) -> Outgoing {
     };
     Outgoing::Raw(text::notice(&format!(
         "you are now in {} ({others}); /who lists them",
-        joined.room
+        seated.room
     )))
 }
 
