@@ -31,7 +31,7 @@ enum Command {
     /// Write a self-signed certificate and key for `serve --tls-cert/--tls-key`.
     GenCert(GenCertArgs),
     /// Measure a line-based chat server: throughput, loss, order, latency.
-    Bench(rchat::bench::cli::BenchArgs),
+    Bench(Box<rchat::bench::cli::BenchArgs>),
 }
 
 #[derive(Args)]
@@ -123,7 +123,7 @@ fn main() -> std::process::ExitCode {
         Command::GenCert(args) => gen_cert(args),
         Command::Bench(args) => {
             raise_fd_limit();
-            rchat::bench::cli::run(args)
+            rchat::bench::cli::run(*args)
         }
     };
     match result {

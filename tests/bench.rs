@@ -308,12 +308,21 @@ struct PeakMembers {
 
 impl PeakMembers {
     fn watch(srv: &TestServer) -> PeakMembers {
+        Self::watch_room(srv, None)
+    }
+
+    /// The peak of one room's members, or of the server's with `None`.
+    fn watch_room(srv: &TestServer, room: Option<&'static str>) -> PeakMembers {
         let hub = srv.hub.clone();
         let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let seen = peak.clone();
         let task = tokio::spawn(async move {
             loop {
-                seen.fetch_max(hub.member_count(), std::sync::atomic::Ordering::Relaxed);
+                let count = match room {
+                    Some(room) => hub.who(room).map_or(0, |(_, nicks)| nicks.len()),
+                    None => hub.member_count(),
+                };
+                seen.fetch_max(count, std::sync::atomic::Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         });
@@ -372,6 +381,73 @@ async fn a_churn_wave_joins_and_leaves_without_loss() {
     );
     assert!(r.table().contains("during joins") && r.table().contains("p99 per second"));
     // Every churn connection was closed.
+    srv.wait_members(0).await;
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_churn_wave_into_a_big_room_is_counted_from_its_summaries() {
+    let srv = TestServer::start().await;
+    let cfg = BenchConfig {
+        clients: 5,
+        senders: 2,
+        window: 0,
+        rate: Rate::PerSecond(200.0),
+        size: 64,
+        duration: Duration::from_secs(2),
+        churn: 200,
+        churn_at: Some(Duration::from_millis(300)),
+        churn_hold: Some(Duration::from_millis(400)),
+        ..config(srv.addr)
+    };
+    let r = run(&cfg).await.expect("bench runs");
+    println!("{}", r.table());
+    assert_clean(&r);
+    let c = r.churn.as_ref().expect("churn figures");
+    assert_eq!((c.joined, c.left, c.failed), (200, 200, 0), "{}", r.table());
+    // Past 32 members the room tells joins and leaves as summaries; every
+    // one of them is still counted, and no line went unread.
+    assert_eq!(r.unparsed_lines, 0, "{}", r.table());
+    assert_eq!(r.notices.joined, 5 * 200, "{}", r.table());
+    assert_eq!(r.notices.left, 5 * 200, "{}", r.table());
+    srv.wait_members(0).await;
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_churn_wave_into_another_room_passes_through_the_measured_one() {
+    let srv = TestServer::start().await;
+    let side = PeakMembers::watch_room(&srv, Some("side"));
+    let cfg = BenchConfig {
+        clients: 5,
+        senders: 2,
+        window: 0,
+        rate: Rate::PerSecond(200.0),
+        size: 64,
+        duration: Duration::from_secs(2),
+        churn: 150,
+        churn_at: Some(Duration::from_millis(300)),
+        churn_hold: Some(Duration::from_millis(400)),
+        churn_room: Some("side".into()),
+        ..config(srv.addr)
+    };
+    let r = run(&cfg).await.expect("bench runs");
+    let side = side.stop();
+    println!("{}", r.table());
+    assert_clean(&r);
+    assert_eq!(r.unparsed_lines, 0, "{}", r.table());
+    let c = r.churn.as_ref().expect("churn figures");
+    assert_eq!((c.joined, c.left, c.failed), (150, 150, 0), "{}", r.table());
+    assert_eq!(c.room.as_deref(), Some("side"));
+    assert!(r.table().contains("150 clients into side"), "{}", r.table());
+    // The whole wave was in the side room at once...
+    assert_eq!(side, 150);
+    // ...having come through the measured room (every client starts there)
+    // and gone on: each one the measured clients were told of was told
+    // leaving too (those who came and went within one summary of a crowded
+    // lobby were not told at all), and their quits were none of its business.
+    assert_eq!(r.notices.joined, r.notices.left, "{}", r.table());
+    assert!(r.notices.joined <= 5 * 150, "{}", r.table());
     srv.wait_members(0).await;
     srv.stop().await;
 }

@@ -83,13 +83,18 @@ pub struct BenchArgs {
     /// [default: a quarter of --duration]
     #[arg(long, value_name = "SECS")]
     pub churn_hold: Option<f64>,
+    /// The room the churn wave joins (with `/join`, once in the room every
+    /// client starts in), so that the measured clients see the joins'
+    /// cost without their room growing. [default: the measured room]
+    #[arg(long, value_name = "ROOM")]
+    pub churn_room: Option<String>,
     /// Instead of sending: hold this many idle connections and report the
     /// server's memory per connection (needs --server-pid).
     #[arg(
         long,
         value_name = "C",
         requires = "server_pid",
-        conflicts_with_all = ["sweep", "plot", "slow", "slow_rate", "churn", "churn_at", "churn_hold"]
+        conflicts_with_all = ["sweep", "plot", "slow", "slow_rate", "churn", "churn_at", "churn_hold", "churn_room"]
     )]
     pub idle: Option<usize>,
     /// A soak instead of a measurement: a quarter of the clients talk
@@ -100,7 +105,7 @@ pub struct BenchArgs {
     /// doubled or reordered, or the server died.
     #[arg(
         long,
-        conflicts_with_all = ["idle", "sweep", "plot", "slow", "slow_rate", "churn", "churn_at", "churn_hold"]
+        conflicts_with_all = ["idle", "sweep", "plot", "slow", "slow_rate", "churn", "churn_at", "churn_hold", "churn_room"]
     )]
     pub soak: bool,
     /// Seed of the soak's random choices, to repeat a run. [default: random]
@@ -198,12 +203,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<u8> {
     config.churn = args.churn;
     config.churn_at = args.churn_at.map(|s| secs(s, "churn-at")).transpose()?;
     config.churn_hold = args.churn_hold.map(|s| secs(s, "churn-hold")).transpose()?;
+    config.churn_room = args.churn_room.clone();
     config.quiet = args.quiet;
     if config.slow_rate.is_some() && config.slow == 0 {
         anyhow::bail!("--slow-rate needs --slow");
     }
-    if (config.churn_at.is_some() || config.churn_hold.is_some()) && config.churn == 0 {
-        anyhow::bail!("--churn-at and --churn-hold need --churn");
+    if (config.churn_at.is_some() || config.churn_hold.is_some() || config.churn_room.is_some())
+        && config.churn == 0
+    {
+        anyhow::bail!("--churn-at, --churn-hold and --churn-room need --churn");
     }
 
     let (reports, failure) = match &args.sweep {

@@ -35,13 +35,14 @@ const ROOM_CONFIRMATION: &[u8] = b"* you are now in ";
 /// Tracks the join notices a client still expects before the start.
 ///
 /// rchat tells each joining client how many members the room has; every
-/// client that joins later produces one `* NICK joined ROOM` line. A client
-/// has *settled* once it has read all of them, so that no join notice is
-/// still in flight when the measurement starts.
+/// client that joins later produces one `* NICK joined ROOM` line, or is
+/// counted in a `* N joined ROOM: ...` summary once the room is big. A
+/// client has *settled* once it has read all of them, so that no join
+/// notice is still in flight when the measurement starts.
 #[derive(Debug, Default)]
 struct Settle {
-    /// ` joined ROOM`, the ending of the lines to count.
-    suffix: Vec<u8>,
+    /// The room whose joins are counted.
+    room: Vec<u8>,
     left: usize,
     done: bool,
 }
@@ -49,10 +50,25 @@ struct Settle {
 impl Settle {
     /// Counts one pre-start line; returns true when this settles.
     fn line(&mut self, line: &[u8]) -> bool {
-        if self.done || !line.starts_with(b"* ") || !line.ends_with(&self.suffix) {
+        if self.done {
             return false;
         }
-        self.left = self.left.saturating_sub(1);
+        let joined = match notice::classify(line) {
+            Some(Notice::Joined(_))
+                if line.ends_with(&self.room)
+                    && line[..line.len() - self.room.len()].ends_with(b" joined ") =>
+            {
+                1
+            }
+            Some(Notice::Crowd {
+                change: Crowd::Joined,
+                count,
+                room,
+                ..
+            }) if room == self.room.as_slice() => usize::try_from(count).unwrap_or(usize::MAX),
+            _ => return false,
+        };
+        self.left = self.left.saturating_sub(joined);
         self.left == 0
     }
 }
@@ -308,7 +324,7 @@ impl Receiver {
                     done = true;
                     match room_confirmation(line) {
                         Some((room, members)) if members < joiners => {
-                            settle.suffix = [&b" joined "[..], room].concat();
+                            settle.room = room.to_vec();
                             settle.left = joiners - members;
                         }
                         // Nobody is expected to join after this client (or
@@ -508,6 +524,7 @@ fn on_frame(
                 change,
                 count,
                 listed,
+                ..
             }) => match change {
                 Crowd::Joined => stats.joins_seen += count,
                 Crowd::Left => stats.leaves_seen += count,
@@ -590,13 +607,24 @@ mod tests {
     #[test]
     fn settles_after_the_expected_join_notices() {
         let mut s = Settle {
-            suffix: b" joined lobby".to_vec(),
+            room: b"lobby".to_vec(),
             left: 2,
             done: false,
         };
         assert!(!s.line(b"* guest3 joined lobby"));
         assert!(!s.line(b"guest3> * x joined lobby"));
+        assert!(!s.line(b"* guest4 joined xlobby"));
         assert!(!s.line(b"* guest4 quit"));
         assert!(s.line(b"* guest4 joined lobby"));
+        // A big room's summaries count every join they name.
+        let mut s = Settle {
+            room: b"lobby".to_vec(),
+            left: 40,
+            done: false,
+        };
+        assert!(!s.line(b"* 30 joined lobby: a, b, c, d, e, f, g, h and 22 more"));
+        assert!(!s.line(b"* 9 joined other: a, b, c, d, e, f, g, h and 1 more"));
+        assert!(!s.line(b"* 9 left lobby: a, b, c, d, e, f, g, h and 1 more"));
+        assert!(s.line(b"* 10 joined lobby: a, b, c, d, e, f, g, h and 2 more"));
     }
 }

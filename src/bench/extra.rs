@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio::time::Instant as Deadline;
 
@@ -48,6 +48,9 @@ pub(crate) struct Joiner {
     pub(crate) silent: bool,
     /// Fix the receive buffer at this many bytes.
     pub(crate) recv_buffer: Option<u32>,
+    /// Move on from the room every client starts in to this one
+    /// (`/join`), before counting as joined.
+    pub(crate) room: Option<String>,
 }
 
 impl Joiner {
@@ -66,7 +69,7 @@ impl Joiner {
     ) -> Result<Joined, String> {
         let attempt = async {
             let permit = slots.acquire().await.ok();
-            let (mut reader, writer) = self
+            let (mut reader, mut writer) = self
                 .connector
                 .connect_with(self.recv_buffer)
                 .await
@@ -86,7 +89,16 @@ impl Joiner {
                 None
             } else {
                 drop(permit);
-                greeting(&mut reader).await?
+                let nick = greeting(&mut reader).await?;
+                if let Some(room) = &self.room {
+                    let join = format!("/join {room}\n");
+                    writer
+                        .write_all(join.as_bytes())
+                        .await
+                        .map_err(|e| format!("cannot join {room}: {e}"))?;
+                    greeting(&mut reader).await?;
+                }
+                nick
             };
             Ok(Joined {
                 nick,

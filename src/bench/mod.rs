@@ -200,6 +200,8 @@ pub struct BenchConfig {
     /// How long the churn wave stays once all of it is in the room; `None`
     /// for a quarter of `duration`.
     pub churn_hold: Option<Duration>,
+    /// The room the churn wave joins; `None` for the measured clients' own.
+    pub churn_room: Option<String>,
     /// No progress display on stderr.
     pub quiet: bool,
 }
@@ -229,6 +231,7 @@ impl BenchConfig {
             churn: 0,
             churn_at: None,
             churn_hold: None,
+            churn_room: None,
             quiet: false,
         }
     }
@@ -287,6 +290,11 @@ impl BenchConfig {
         }
         if self.churn > 0 && self.churn_at() >= self.duration {
             return bad("the churn wave must start inside the measured window".into());
+        }
+        if let Some(room) = &self.churn_room {
+            if let Err(e) = crate::names::RoomName::parse(room) {
+                return bad(format!("--churn-room {room}: {e}"));
+            }
         }
         Ok(())
     }
@@ -362,6 +370,7 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
         connector: connector.clone(),
         silent: shared.greet_mode.load(Ordering::Relaxed) == GREET_SILENT,
         recv_buffer,
+        room: None,
     };
     let slow = if cfg.slow > 0 {
         progress.phase(format!("connecting {} slow clients", cfg.slow));
@@ -421,7 +430,10 @@ pub async fn run(cfg: &BenchConfig) -> Result<Report, BenchError> {
     };
     let churn = (cfg.churn > 0).then(|| {
         let wave = Churn {
-            joiner: joiner(None),
+            joiner: Joiner {
+                room: cfg.churn_room.clone(),
+                ..joiner(None)
+            },
             clients: cfg.churn,
             at: warm + cfg.churn_at(),
             hold: cfg.churn_hold(),
@@ -629,6 +641,7 @@ fn churn_stats(
     };
     ChurnStats {
         clients: cfg.churn,
+        room: cfg.churn_room.clone(),
         started: c.started,
         join_from_secs: secs(c.join_from_ns),
         join_to_secs: secs(c.join_to_ns),

@@ -26,6 +26,7 @@ pub(crate) enum Notice<'a> {
     Crowd {
         change: Crowd,
         count: u64,
+        room: &'a [u8],
         listed: &'a [u8],
     },
 }
@@ -102,12 +103,14 @@ fn crowd(rest: &[u8]) -> Option<Notice<'_>> {
     .into_iter()
     .find_map(|(change, verb)| tail.strip_prefix(verb).map(|t| (change, t)))?;
     let colon = tail.windows(2).position(|w| w == b": ")?;
-    if !one_word(&tail[..colon]) {
+    let room = &tail[..colon];
+    if !one_word(room) {
         return None;
     }
     Some(Notice::Crowd {
         change,
         count,
+        room,
         listed: &tail[colon + 2..],
     })
 }
@@ -160,6 +163,7 @@ mod tests {
             Some(Notice::Crowd {
                 change: Crowd::Joined,
                 count: 212,
+                room: &b"lobby"[..],
                 listed: &b"ann, bob and 210 more"[..]
             })
         );
@@ -168,6 +172,7 @@ mod tests {
             Some(Notice::Crowd {
                 change: Crowd::Disconnected,
                 count: 2,
+                room: &b"dev"[..],
                 listed: &b"slow1, slow2"[..]
             })
         );

@@ -115,6 +115,8 @@ pub struct SlowStats {
 #[derive(Debug, Clone, Serialize)]
 pub struct ChurnStats {
     pub clients: usize,
+    /// The room the wave joined, when not the measured clients' own.
+    pub room: Option<String>,
     /// Whether the wave began before the run ended.
     pub started: bool,
     /// The first connect of the wave.
@@ -606,12 +608,15 @@ impl SlowStats {
 
 impl ChurnStats {
     fn summary(&self) -> String {
+        let clients = match &self.room {
+            Some(room) => format!("{} clients into {room}", self.clients),
+            None => format!("{} clients", self.clients),
+        };
         if !self.started {
-            return format!("{} clients: the wave never began", self.clients);
+            return format!("{clients}: the wave never began");
         }
         format!(
-            "{} clients: joined from {:.2} s to {:.2} s ({} in the room), quit from {:.2} s to {:.2} s ({} left cleanly, {} failed)",
-            self.clients,
+            "{clients}: joined from {:.2} s to {:.2} s ({} in the room), quit from {:.2} s to {:.2} s ({} left cleanly, {} failed)",
             self.join_from_secs,
             self.join_to_secs,
             self.joined,

@@ -19,7 +19,7 @@
 //!
 //! Big rooms are kept cheap to join and leave: a room's roster is kept in
 //! nick order, so telling a joiner who is there is a walk, not a sort; and a
-//! room of `BIG_ROOM` (128) members or more holds its join and leave notices for
+//! room of `BIG_ROOM` (32) members or more holds its join and leave notices for
 //! up to [`NOTICE_DELAY`] and tells them folded into a summary of how the
 //! roster changed (`crowd.rs`), always before the room's next message, so a
 //! wave of joins costs each member a few short lines rather than one per
@@ -68,10 +68,14 @@ use crate::store::{Receipt, RoomLog, Store, StoredMessage};
 pub const PRIVATE_KEY: &str = "~private";
 
 /// Rooms with at least this many members hold their join and leave notices
-/// briefly and tell them in bundles. A wave of a thousand joins into a room
-/// of five thousand is five million pushes one by one, all under the hub's
-/// lock; held, it is a few thousand.
-const BIG_ROOM: usize = 128;
+/// briefly and tell them folded into summaries. A wave of a thousand joins
+/// into a room of five thousand is five million pushes one by one, all
+/// under the hub's lock; held, it is a few thousand. Even a room of 100
+/// that thousands pass through (every text client starts in the lobby)
+/// would be told two lines per passer-by, a million deliveries for 10,000:
+/// held, those who came and went within one summary are not told at all.
+/// Small rooms keep their notices immediate, one line each.
+const BIG_ROOM: usize = 32;
 /// Most notices a room holds; the next one tells them all at once.
 const MAX_HELD: usize = 256;
 /// Longest a notice is held: after this [`Hub::tell_held`] is due.
