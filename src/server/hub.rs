@@ -1402,8 +1402,9 @@ impl State {
             return;
         }
         let Held { notices, late } = std::mem::take(&mut room.held);
+        let folding = crowd::Held::new(&notices);
         let told = |from: usize| -> Option<Outgoing> {
-            let mut folded = crowd::fold(&notices[from..]);
+            let mut folded = folding.told_from(from);
             match folded.len() {
                 0 => None,
                 1 => folded.pop().map(Outgoing::Event),

@@ -16,108 +16,148 @@ use std::sync::Arc;
 
 use crate::event::{Envelope, Event, LeaveReason};
 
-/// The notices to tell for `held`, in order: each run of plain joins and
-/// leaves becomes its net change (nothing, when everyone who came also
-/// went; the notice itself, when it comes down to one), everything else
-/// stays as it was.
-pub(super) fn fold(held: &[Arc<Envelope>]) -> Vec<Arc<Envelope>> {
-    let mut told = Vec::new();
-    let mut run: Vec<&Arc<Envelope>> = Vec::new();
-    for env in held {
-        if folds(&env.event) {
-            run.push(env);
-        } else {
-            fold_run(&run, &mut told);
-            run.clear();
-            told.push(env.clone());
-        }
-    }
-    fold_run(&run, &mut told);
-    told
+/// No earlier notice about the same nick in the run.
+const NONE: usize = usize::MAX;
+
+/// A room's held notices, with the links that let any suffix of them be
+/// folded in one pass: a bundle's late joiners are each told only what
+/// came after them, so a wave of `n` joins asks for `n` different folds.
+pub(super) struct Held<'a> {
+    held: &'a [Arc<Envelope>],
+    /// For each notice that folds: the previous notice about the same nick
+    /// in its run, or [`NONE`].
+    prev: Vec<usize>,
+    /// For each notice that folds: the last notice about the same nick in
+    /// its run.
+    last: Vec<usize>,
+    /// For each notice: where its run ends (itself + 1 for one that does
+    /// not fold).
+    run_end: Vec<usize>,
 }
 
-/// Whether an event may be told as part of a summary.
-fn folds(event: &Event) -> bool {
-    match event {
-        Event::Joined { .. } => true,
-        Event::Left { reason, .. } => !matches!(reason, LeaveReason::Kicked { .. }),
-        _ => false,
-    }
-}
-
-/// One nick's fate over a run: whether it was in the room before the run,
-/// and the run's last event about it.
-struct Fate<'a> {
-    before: bool,
-    last: &'a Arc<Envelope>,
-}
-
-fn fold_run(run: &[&Arc<Envelope>], told: &mut Vec<Arc<Envelope>>) {
-    let first = match run {
-        [] => return,
-        [one] => {
-            told.push((*one).clone());
-            return;
-        }
-        [first, ..] => first,
-    };
-    let mut order: Vec<String> = Vec::new();
-    let mut fates: HashMap<String, Fate> = HashMap::new();
-    for env in run {
-        let (nick, joined) = match &env.event {
-            Event::Joined { nick, .. } => (nick, true),
-            Event::Left { nick, .. } => (nick, false),
-            _ => continue,
-        };
-        let key = nick.key();
-        match fates.get_mut(&key) {
-            Some(fate) => fate.last = env,
-            None => {
-                // Someone's first notice in the run says where they were
-                // before it: a leave means they were in.
-                fates.insert(
-                    key.clone(),
-                    Fate {
-                        before: !joined,
-                        last: env,
-                    },
-                );
-                order.push(key);
+impl<'a> Held<'a> {
+    pub(super) fn new(held: &'a [Arc<Envelope>]) -> Held<'a> {
+        let n = held.len();
+        let mut prev = vec![NONE; n];
+        let mut last: Vec<usize> = (0..n).collect();
+        let mut run_end = vec![n; n];
+        let mut latest: HashMap<String, usize> = HashMap::new();
+        let mut run_start = 0;
+        for (i, env) in held.iter().enumerate() {
+            let Some(nick) = nick_of(&env.event) else {
+                // A kick or rename ends the run before it.
+                for end in &mut run_end[run_start..i] {
+                    *end = i;
+                }
+                run_end[i] = i + 1;
+                run_start = i + 1;
+                latest.clear();
+                continue;
+            };
+            if let Some(p) = latest.insert(nick.key(), i) {
+                prev[i] = p;
             }
         }
+        // Each nick's last notice, passed back along its chain.
+        for i in (0..n).rev() {
+            if prev[i] != NONE {
+                last[prev[i]] = last[i];
+            }
+        }
+        Held {
+            held,
+            prev,
+            last,
+            run_end,
+        }
     }
-    let mut changes: Vec<&Arc<Envelope>> = Vec::new();
-    let (mut joined, mut left, mut disconnected) = (Vec::new(), Vec::new(), Vec::new());
-    for key in &order {
-        let Some(fate) = fates.get(key) else {
-            continue;
-        };
-        match &fate.last.event {
-            Event::Joined { nick, .. } if !fate.before => joined.push(nick.clone()),
-            Event::Left { nick, reason, .. } if fate.before => match reason {
-                LeaveReason::Dropped(_) => disconnected.push(nick.clone()),
-                _ => left.push(nick.clone()),
-            },
+
+    /// The notices to tell someone who has seen the first `from`, in order:
+    /// each run of plain joins and leaves becomes its net change (nothing,
+    /// when everyone who came also went; the notice itself, when it comes
+    /// down to one), everything else stays as it was.
+    pub(super) fn told_from(&self, from: usize) -> Vec<Arc<Envelope>> {
+        let mut told = Vec::new();
+        let mut start = from;
+        while start < self.held.len() {
+            let end = self.run_end[start];
+            if nick_of(&self.held[start].event).is_none() {
+                told.push(self.held[start].clone());
+            } else {
+                self.fold_run(start, end, &mut told);
+            }
+            start = end;
+        }
+        told
+    }
+
+    /// Folds the notices `start..end`, all plain joins and leaves.
+    fn fold_run(&self, start: usize, end: usize, told: &mut Vec<Arc<Envelope>>) {
+        let mut changes: Vec<usize> = Vec::new();
+        for i in start..end {
+            // Only someone's first notice here says where they were before
+            // (a leave means they were in); their last says where they are.
+            if self.prev[i] != NONE && self.prev[i] >= start {
+                continue;
+            }
+            let before = matches!(self.held[i].event, Event::Left { .. });
+            let last = self.last[i];
+            let after = matches!(self.held[last].event, Event::Joined { .. });
             // Came and went, or went and came back: no change.
-            _ => continue,
+            if before != after {
+                changes.push(last);
+            }
         }
-        changes.push(fate.last);
+        match changes.as_slice() {
+            [] => {}
+            [one] => told.push(self.held[*one].clone()),
+            many => told.extend(self.crowd(many)),
+        }
     }
-    match changes.as_slice() {
-        [] => {}
-        [one] => told.push((*one).clone()),
-        _ => {
-            let room = match &first.event {
-                Event::Joined { room, .. } | Event::Left { room, .. } => room.clone(),
-                _ => return,
-            };
-            told.push(Envelope::new(Event::Crowd {
-                room,
-                joined,
-                left,
-                disconnected,
-            }));
+
+    /// One summary of the changes whose last notices are at `changes`.
+    fn crowd(&self, changes: &[usize]) -> Option<Arc<Envelope>> {
+        let (mut joined, mut left, mut disconnected) = (Vec::new(), Vec::new(), Vec::new());
+        for &i in changes {
+            match &self.held[i].event {
+                Event::Joined { nick, .. } => joined.push(nick.clone()),
+                Event::Left {
+                    nick,
+                    reason: LeaveReason::Dropped(_),
+                    ..
+                } => disconnected.push(nick.clone()),
+                Event::Left { nick, .. } => left.push(nick.clone()),
+                _ => {}
+            }
         }
+        let room = match &self.held[*changes.first()?].event {
+            Event::Joined { room, .. } | Event::Left { room, .. } => room.clone(),
+            _ => return None,
+        };
+        Some(Envelope::new(Event::Crowd {
+            room,
+            joined,
+            left,
+            disconnected,
+        }))
+    }
+}
+
+/// The notices to tell for `held`, all of it folded (see [`Held::told_from`]).
+#[cfg(test)]
+pub(super) fn fold(held: &[Arc<Envelope>]) -> Vec<Arc<Envelope>> {
+    Held::new(held).told_from(0)
+}
+
+/// The nick a notice that may be folded is about; `None` for kicks and
+/// anything but joins and leaves, which are told as they are.
+fn nick_of(event: &Event) -> Option<&crate::names::Nick> {
+    match event {
+        Event::Joined { nick, .. } => Some(nick),
+        Event::Left { nick, reason, .. } if !matches!(reason, LeaveReason::Kicked { .. }) => {
+            Some(nick)
+        }
+        _ => None,
     }
 }
 
@@ -288,6 +328,51 @@ mod tests {
             }
             let expected: BTreeSet<String> = inside.iter().map(|p| format!("p{p}")).collect();
             prop_assert_eq!(roster, expected);
+        }
+
+        /// Whoever has seen the first `from` notices and follows what
+        /// [`Held::told_from`] gives them, one event after another, ends
+        /// with the roster: for every `from`, with kicks breaking the runs.
+        #[test]
+        fn every_suffix_folds_to_the_roster(
+            start in proptest::collection::btree_set(0u8..6, 0..6),
+            steps in proptest::collection::vec((0u8..6, 0u8..4), 0..40),
+        ) {
+            let mut inside: BTreeSet<u8> = start.clone();
+            let mut rosters = vec![inside.clone()];
+            let mut held = Vec::new();
+            for (p, how) in steps {
+                let n = format!("p{p}");
+                if inside.remove(&p) {
+                    held.push(match how {
+                        0 => part(&n),
+                        1 => leave(&n, LeaveReason::Dropped("gone".into())),
+                        2 => leave(&n, LeaveReason::Kicked { by: nick("op"), reason: None }),
+                        _ => leave(&n, LeaveReason::Quit(None)),
+                    });
+                } else {
+                    inside.insert(p);
+                    held.push(join(&n));
+                }
+                rosters.push(inside.clone());
+            }
+            let folding = Held::new(&held);
+            for (from, seen) in rosters.iter().enumerate() {
+                let mut roster: BTreeSet<String> = seen.iter().map(|p| format!("p{p}")).collect();
+                let told = folding.told_from(from);
+                prop_assert!(told.len() <= held.len() - from);
+                for env in &told {
+                    let (added, removed) = net(std::slice::from_ref(env));
+                    for n in &removed {
+                        prop_assert!(roster.remove(n.as_str()), "{n} removed but not there");
+                    }
+                    for n in &added {
+                        prop_assert!(roster.insert(n.to_string()), "{n} added twice");
+                    }
+                }
+                let expected: BTreeSet<String> = inside.iter().map(|p| format!("p{p}")).collect();
+                prop_assert_eq!(roster, expected, "from {}", from);
+            }
         }
     }
 }
