@@ -93,6 +93,13 @@ pub struct ServerConfig {
     /// logging in at once must not overflow it: an overflowed queue drops
     /// handshakes, which clients see as multi-second stalls.
     pub listen_backlog: u32,
+    /// New connections taken in per second, server-wide, after a burst of
+    /// `accept_burst`; the rest wait in the kernel's queue, so a wave of
+    /// thousands logging in at once is spread out instead of starving the
+    /// people already chatting. 0: as fast as they come.
+    pub accept_rate: u32,
+    /// Connections taken in at once before `accept_rate` applies.
+    pub accept_burst: u32,
     /// Seconds a client has to complete its TLS handshake.
     pub handshake_timeout_secs: u64,
     /// Seconds a connection has from accept to being registered (TLS
@@ -252,6 +259,16 @@ pub struct ServeFlags {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen_backlog: Option<u32>,
+    /// New connections taken in per second after --accept-burst; the rest
+    /// wait their turn in the kernel's queue. 0: no pacing. [default: 1000]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept_rate: Option<u32>,
+    /// Connections taken in at once before --accept-rate applies.
+    /// [default: 200]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept_burst: Option<u32>,
     /// Seconds a client has to finish its TLS handshake. [default: 10]
     #[arg(long, value_name = "SECS")]
     #[serde(
@@ -402,6 +419,8 @@ impl Default for ServerConfig {
             max_rooms_per_member: 32,
             direct_fanout: 128,
             listen_backlog: 4096,
+            accept_rate: 1000,
+            accept_burst: 200,
             handshake_timeout_secs: 10,
             register_timeout_secs: 20,
             idle_timeout_secs: 0,
@@ -567,6 +586,9 @@ impl ServerConfig {
         }
         if self.listen_backlog == 0 {
             return bad("listen-backlog must be at least 1");
+        }
+        if self.accept_rate > 0 && self.accept_burst == 0 {
+            return bad("accept-burst must be at least 1 when accept-rate is on");
         }
         if !(1..=60_000).contains(&self.hello_wait_ms) {
             return bad("hello-wait must be between 1 and 60000 milliseconds");

@@ -142,6 +142,37 @@ fn flood(rate: u32, burst: u32, kick: u32) -> ServerConfig {
 }
 
 #[tokio::test]
+async fn a_wave_of_connections_is_taken_in_at_the_accept_rate_and_nobody_is_refused() {
+    let srv = TestServer::with(ServerConfig {
+        accept_rate: 20,
+        accept_burst: 5,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut chatter = srv.client().await;
+    let started = Instant::now();
+    // Fifteen at once: the first five (less the chatter's slot) come in
+    // at once, the other ten at 20 a second: not before 0.45 s.
+    let wave: Vec<_> = (0..15).map(|_| Client::connect(srv.addr)).collect();
+    let mut wave = futures::future::join_all(wave).await;
+    for c in &mut wave {
+        let first = c.line().await;
+        assert!(first.starts_with("* welcome to rchat"), "{first:?}");
+    }
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(450), "{took:?}");
+    // The one already in kept its place and its voice meanwhile.
+    // Every one of the wave was let in, none refused: the chatter's room
+    // holds them all.
+    chatter.send("/who").await;
+    let who = chatter
+        .wait_for("the member list", |l| l.starts_with("* lobby ("))
+        .await;
+    assert!(who.starts_with("* lobby (16): "), "{who}");
+    srv.stop().await;
+}
+
+#[tokio::test]
 async fn a_paste_within_the_burst_goes_through_and_the_rest_is_refused_in_order() {
     let srv = TestServer::with(flood(1, 5, 0)).await;
     let mut sender = srv.client().await;

@@ -50,7 +50,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 
@@ -78,8 +78,23 @@ pub const PRIVATE_KEY: &str = "~private";
 const BIG_ROOM: usize = 32;
 /// Most notices a room holds; the next one tells them all at once.
 const MAX_HELD: usize = 256;
-/// Longest a notice is held: after this [`Hub::tell_held`] is due.
+/// Shortest a room holds its notices: they are due this long after the
+/// first, in a room of up to 500.
 pub const NOTICE_DELAY: Duration = Duration::from_millis(50);
+/// Longer in bigger rooms, by this much per member: each summary costs a
+/// line to every member, so a room of 10,000 told twenty summaries a
+/// second during a wave of joins would be told 200,000 lines a second
+/// about it. Scaled, the lines a wave costs stay about the same whatever
+/// the room's size (10 per millisecond).
+const NOTICE_DELAY_PER_MEMBER: Duration = Duration::from_micros(100);
+/// Longest a notice is held, in the biggest rooms.
+const MAX_NOTICE_DELAY: Duration = Duration::from_secs(1);
+
+/// How long a room of `members` holds its notices.
+fn notice_delay(members: usize) -> Duration {
+    let scaled = NOTICE_DELAY_PER_MEMBER.saturating_mul(u32::try_from(members).unwrap_or(u32::MAX));
+    scaled.clamp(NOTICE_DELAY, MAX_NOTICE_DELAY)
+}
 /// Rooms remembered as retired, to check a store read made with the lock
 /// released; a read older than this many retirements is simply redone.
 const RETIRED_KEPT: usize = 1024;
@@ -422,8 +437,10 @@ struct State {
     /// Members whose outbox overflowed during a fan-out, to be evicted once
     /// the fan-out is over.
     overflowed: Vec<MemberId>,
-    /// Keys of the rooms holding notices.
-    holding: Vec<String>,
+    /// Keys of the rooms holding notices, with when they are due.
+    holding: Vec<(String, Instant)>,
+    /// A room started holding since the server was last told.
+    started_holding: bool,
     /// Outboxes that were idle when something was queued to them: each is
     /// kicked (written to) once the lock is released; see [`Locked`].
     kicks: Vec<Arc<Outbox>>,
@@ -607,7 +624,7 @@ impl Hub {
     /// notices now held told soon.
     fn settle(&self, st: &mut State) {
         st.evict_overflowed();
-        if !st.holding.is_empty() {
+        if std::mem::take(&mut st.started_holding) {
             self.held.notify_one();
         }
     }
@@ -1272,15 +1289,31 @@ impl Hub {
         st.rooms.clear();
     }
 
-    /// Tells every notice the rooms hold. The server calls this
-    /// [`NOTICE_DELAY`] after [`Hub::notices_held`] completes.
+    /// Tells every notice the rooms hold, due or not.
     pub fn tell_held(&self) {
         let mut guard = self.lock();
         let st = &mut *guard;
-        for key in std::mem::take(&mut st.holding) {
+        for (key, _) in std::mem::take(&mut st.holding) {
             st.tell_held(&key);
         }
         self.settle(st);
+    }
+
+    /// Tells the notices of the rooms due by `now`; returns when the next
+    /// of the others is due. The server calls this then (and after
+    /// [`Hub::notices_held`] completes, to learn the first due time).
+    pub fn tell_due(&self, now: Instant) -> Option<Instant> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let holding = std::mem::take(&mut st.holding);
+        let (due, later): (Vec<_>, Vec<_>) = holding.into_iter().partition(|(_, at)| *at <= now);
+        st.holding = later;
+        for (key, _) in due {
+            st.tell_held(&key);
+        }
+        let next = st.holding.iter().map(|(_, at)| *at).min();
+        self.settle(st);
+        next
     }
 
     /// Completes when some room has started holding notices.
@@ -1377,7 +1410,10 @@ impl State {
         if room.held.notices.len() >= MAX_HELD {
             self.tell_held(room_key);
         } else if room.held.notices.len() == 1 {
-            self.holding.push(room_key.to_string());
+            let due = Instant::now() + notice_delay(room.members.len());
+            self.holding.retain(|(key, _)| key != room_key);
+            self.holding.push((room_key.to_string(), due));
+            self.started_holding = true;
         }
     }
 
@@ -2080,6 +2116,32 @@ mod tests {
                 "* guest4 is now known as dora".to_string(),
             ]
         );
+    }
+
+    #[test]
+    fn bigger_rooms_hold_their_notices_longer_and_are_told_when_due() {
+        assert_eq!(notice_delay(40), NOTICE_DELAY);
+        assert_eq!(notice_delay(2_000), Duration::from_millis(200));
+        assert_eq!(notice_delay(1_000_000), MAX_NOTICE_DELAY);
+        let hub = Hub::default();
+        let probes = big_room(&hub);
+        let small = Probe::join(&hub, "small");
+        let x = Probe::join(&hub, "big");
+        let now = Instant::now();
+        // Nothing is due yet; the big room is due after 50 ms.
+        let next = hub.tell_due(now).expect("a room holds notices");
+        assert!(
+            next > now && next <= now + notice_delay(BIG_ROOM + 1),
+            "{next:?}"
+        );
+        assert!(probes[0].lines().is_empty());
+        assert!(small.lines().is_empty());
+        assert_eq!(hub.tell_due(next), None);
+        assert_eq!(
+            probes[0].lines(),
+            vec![format!("* guest{} joined big", BIG_ROOM + 2)]
+        );
+        drop(x);
     }
 
     #[test]

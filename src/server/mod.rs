@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod flood;
 pub mod hub;
 pub mod outbox;
+pub mod pace;
 pub mod session;
 pub mod tcp;
 pub mod tls;
@@ -22,7 +23,7 @@ pub mod trim;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -38,6 +39,7 @@ use admission::{Admission, Admit, Refusal};
 use bans::Bans;
 use cluster::{Cluster, ClusterError};
 use hub::{History, Hub, HubLimits};
+use pace::Pace;
 use store::redis::RedisStore;
 
 /// The notice every member receives when the server stops.
@@ -238,6 +240,12 @@ impl Server {
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let admission = Arc::new(Admission::new(&self.config, self.bans.clone()));
         let tls = self.tls.is_some();
+        let pace = Pace::new(
+            self.config.accept_rate,
+            self.config.accept_burst,
+            tokio::time::Instant::now(),
+        )
+        .map(|pace| Arc::new(Mutex::new(pace)));
         for listener in self.listeners {
             let addr = listener.local_addr().ok();
             if let Some(addr) = addr {
@@ -257,6 +265,7 @@ impl Server {
                 hub: self.hub.clone(),
                 config: self.config.clone(),
                 admission: admission.clone(),
+                pace: pace.clone(),
                 access: self.access.clone(),
                 cluster: self.cluster.clone(),
                 stop: stop.clone(),
@@ -343,19 +352,25 @@ fn log_certificate(path: &std::path::Path) {
     }
 }
 
-/// Has the hub tell the join and leave notices big rooms hold, at most
-/// [`hub::NOTICE_DELAY`] after the first is held, until `stop`.
+/// Has the hub tell the join and leave notices big rooms hold when each
+/// room's are due ([`hub::NOTICE_DELAY`] after the first, longer in bigger
+/// rooms), until `stop`.
 async fn tell_held_notices(hub: Arc<Hub>, stop: CancellationToken) {
+    let mut next: Option<std::time::Instant> = None;
     loop {
+        let due = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            _ = due => {}
+            // A room started holding: its due time may come first.
             _ = hub.notices_held() => {}
             _ = stop.cancelled() => return,
         }
-        tokio::select! {
-            _ = tokio::time::sleep(hub::NOTICE_DELAY) => {}
-            _ = stop.cancelled() => return,
-        }
-        hub.tell_held();
+        next = hub.tell_due(std::time::Instant::now());
     }
 }
 
@@ -380,6 +395,8 @@ struct Acceptor {
     hub: Arc<Hub>,
     config: Arc<ServerConfig>,
     admission: Arc<Admission>,
+    /// Shared by every listener; `None` without pacing.
+    pace: Option<Arc<Mutex<Pace>>>,
     access: Arc<Access>,
     cluster: Option<Arc<Cluster>>,
     stop: CancellationToken,
@@ -398,6 +415,9 @@ impl Acceptor {
         // Failures since the last success: logged loudly once per episode.
         let mut failures = 0u64;
         loop {
+            if !self.paced().await {
+                return;
+            }
             let accepted = tokio::select! {
                 r = self.listener.accept() => r,
                 _ = self.stop.cancelled() => return,
@@ -474,6 +494,27 @@ impl Acceptor {
                 done: self.done.clone(),
             };
             tokio::spawn(conn.run());
+        }
+    }
+
+    /// Waits for the pace to allow one more connection (see `pace.rs`);
+    /// `false` if the server stops meanwhile.
+    async fn paced(&self) -> bool {
+        let Some(pace) = &self.pace else {
+            return true;
+        };
+        loop {
+            let slot = pace
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take(tokio::time::Instant::now());
+            let Err(wait) = slot else {
+                return true;
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.stop.cancelled() => return false,
+            }
         }
     }
 }
