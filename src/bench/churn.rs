@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 use tokio::time::Instant as Deadline;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +28,9 @@ use super::shared::Shared;
 
 /// Bytes read at a time by a churn client.
 const READ_BUF: usize = 4096;
+/// Churn clients spawned but not yet in the room (or failed): a little
+/// more than the connections made at once (`extra::CONNECT_CONCURRENCY`).
+const SPAWN_AHEAD: usize = 512;
 
 /// When and how the wave runs.
 pub(crate) struct Churn {
@@ -85,11 +88,23 @@ impl Churn {
         out.started = true;
         out.join_from_ns = shared.now_ns();
         let quit = CancellationToken::new();
-        let (news_tx, mut news_rx) = mpsc::channel(self.clients.clamp(1, 1024));
+        // Room for every client's news: nobody waits to report, even while
+        // the wave is still being spawned below.
+        let (news_tx, mut news_rx) = mpsc::channel(self.clients.max(1));
         let joiner = Arc::new(self.joiner);
         let slots = Arc::new(joiner.slots());
+        // Clients are spawned as earlier ones get in, not all at once: ten
+        // thousand tasks made and polled in one go cost this process a
+        // burst of CPU that showed as a spike in the measured clients'
+        // latency, whatever the server did.
+        let spawning = Arc::new(tokio::sync::Semaphore::new(SPAWN_AHEAD));
         let mut tasks = JoinSet::new();
         for _ in 0..self.clients {
+            let ahead = tokio::select! {
+                ahead = spawning.clone().acquire_owned() => ahead.ok(),
+                _ = self.cancel.cancelled() => break,
+                _ = tokio::time::sleep_until(self.deadline) => break,
+            };
             let member = Member {
                 joiner: joiner.clone(),
                 slots: slots.clone(),
@@ -98,7 +113,7 @@ impl Churn {
                 abort: self.cancel.clone(),
                 deadline: self.deadline,
             };
-            tasks.spawn(member.run());
+            tasks.spawn(member.run(ahead));
         }
         drop(news_tx);
 
@@ -170,11 +185,13 @@ impl Member {
     /// Joins, stays until told to quit, quits and reads to the end. `Ok`
     /// once the server closed the connection after the quit; `Err(None)`
     /// if it never joined (already reported), `Err(Some(why))` otherwise.
-    async fn run(self) -> Result<(), Option<String>> {
+    async fn run(self, ahead: Option<OwnedSemaphorePermit>) -> Result<(), Option<String>> {
         let joined = tokio::select! {
             j = self.joiner.join(&self.slots, self.deadline) => j,
             _ = self.abort.cancelled() => Err("the run ended first".to_string()),
         };
+        // In or not, the next client may be spawned.
+        drop(ahead);
         let Joined {
             mut reader,
             mut writer,
