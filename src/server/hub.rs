@@ -11,8 +11,10 @@
 //! The writes a fan-out calls for happen after the lock is released: the
 //! outboxes that were idle are collected while it is held and *kicked* when
 //! it is dropped ([`Locked`]), each written straight to its socket when the
-//! socket allows (see `outbox.rs`). A big room's kicks are shared among the
-//! worker threads, a task per part.
+//! socket allows (see `outbox.rs`). A room bigger than `direct_fanout` has
+//! its members' writer tasks woken instead; a summary told to thousands at
+//! once is written by a task of its own, a slice at a time, so it does not
+//! queue ahead of every other room's traffic (`kicks.rs`).
 //!
 //! A member may be in several rooms at once (structured clients need this);
 //! the text protocol simply uses one at a time.
@@ -21,9 +23,10 @@
 //! nick order, so telling a joiner who is there is a walk, not a sort; and a
 //! room of `BIG_ROOM` (32) members or more holds its join and leave notices for
 //! up to [`NOTICE_DELAY`] and tells them folded into a summary of how the
-//! roster changed (`crowd.rs`), always before the room's next message, so a
-//! wave of joins costs each member a few short lines rather than one per
-//! join. The server drives the delay
+//! roster changed (`crowd.rs`), always before the next message of anyone
+//! they are about, so a wave of joins costs each member a few short lines
+//! rather than one per join, and a busy room's chat does not cut the
+//! summaries short. The server drives the delay
 //! ([`Hub::notices_held`], [`Hub::tell_held`]); the hub has no timers.
 //!
 //! With [`History`], the hub also hands every room message to the store, in
@@ -419,6 +422,10 @@ struct Room {
 #[derive(Debug, Default)]
 struct Held {
     notices: Vec<Arc<Envelope>>,
+    /// The members of this node the notices are about: a message from one
+    /// of them has the notices told first, so nobody is heard from before
+    /// being seen to join.
+    about: Vec<MemberId>,
     /// Members seated while notices were held, with how many were held by
     /// then: they are told only the later ones, as they would have been.
     late: Vec<(MemberId, usize)>,
@@ -978,7 +985,7 @@ impl Hub {
             room: room_name.clone(),
             nick: nick.clone(),
         });
-        st.announce(&key, env);
+        st.announce(&key, env, Some(id));
         st.observe(logged::Membership::Joined {
             room: room_name.clone(),
             nick: nick.clone(),
@@ -1353,10 +1360,19 @@ impl State {
         self.fan_out_item(room_key, except, &Outgoing::Event(env.clone()));
     }
 
-    /// Pushes `item` to every member of a room except `except`, after
-    /// any notices the room holds.
+    /// Pushes `item` from `except` (if it comes from a member here) to
+    /// every other member of a room. Notices the room holds about `except`
+    /// are told first; others keep waiting for their due time, so a busy
+    /// room's chat does not cut every summary short (one from elsewhere
+    /// tells them all, to be safe).
     fn fan_out_item(&mut self, room_key: &str, except: Option<MemberId>, item: &Outgoing) {
-        self.tell_held(room_key);
+        let held_about_sender = self.rooms.get(room_key).is_some_and(|room| match except {
+            Some(id) => room.held.about.contains(&id),
+            None => !room.held.notices.is_empty(),
+        });
+        if held_about_sender {
+            self.tell_held(room_key);
+        }
         let Some(room) = self.rooms.get(room_key) else {
             return;
         };
@@ -1398,7 +1414,7 @@ impl State {
 
     /// Tells a room's members of a join or leave: at once in a small room,
     /// held to be told with others in a big one.
-    fn announce(&mut self, room_key: &str, env: Arc<Envelope>) {
+    fn announce(&mut self, room_key: &str, env: Arc<Envelope>, about: Option<MemberId>) {
         let Some(room) = self.rooms.get_mut(room_key) else {
             return;
         };
@@ -1407,6 +1423,7 @@ impl State {
             return;
         }
         room.held.notices.push(env);
+        room.held.about.extend(about);
         if room.held.notices.len() >= MAX_HELD {
             self.tell_held(room_key);
         } else if room.held.notices.len() == 1 {
@@ -1437,7 +1454,7 @@ impl State {
         if room.held.notices.is_empty() {
             return;
         }
-        let Held { notices, late } = std::mem::take(&mut room.held);
+        let Held { notices, late, .. } = std::mem::take(&mut room.held);
         let folding = crowd::Held::new(&notices);
         let told = |from: usize| -> Option<Outgoing> {
             let mut folded = folding.told_from(from);
@@ -1527,7 +1544,7 @@ impl State {
             nick,
             reason,
         });
-        self.announce(room_key, env);
+        self.announce(room_key, env, Some(id));
     }
 
     /// Tells a member it is kicked, then removes it; its rooms see why.
@@ -1672,6 +1689,51 @@ mod tests {
         assert_eq!(outbox.drain_now().len(), 2);
         assert!(outbox.drain_now().is_empty());
         (watch, id)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_summary_to_thousands_is_written_a_slice_at_a_time_by_a_task_of_its_own() {
+        let hub = Arc::new(Hub::default());
+        let members: Vec<_> = (0..kicks::SLICED_KICKS)
+            .map(|_| watched(&hub, "huge"))
+            .collect();
+        hub.tell_held();
+        // Play every writer task for the room's own joins (asking twice
+        // says the batch is written), so that all are idle; start afresh.
+        most_queued(&hub);
+        most_queued(&hub);
+        for (watch, _) in &members {
+            watch.written.lock().unwrap().clear();
+        }
+        let (_late, _) = watched(&hub, "huge");
+        // The join is held; telling it kicks every member at once.
+        hub.tell_held();
+        let written = |members: &[(Arc<LockWatch>, MemberId)]| {
+            members
+                .iter()
+                .filter(|(w, _)| !w.written.lock().unwrap().is_empty())
+                .count()
+        };
+        assert_eq!(written(&members), 0, "not written by the caller");
+        // One turn of the runtime writes one slice, then lets others run.
+        tokio::task::yield_now().await;
+        let first = written(&members);
+        assert!(first > 0 && first < members.len(), "{first}");
+        for _ in 0..members.len() {
+            if written(&members) == members.len() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(written(&members), members.len());
+        for (watch, _) in &members {
+            assert_eq!(
+                watch.under_lock.load(std::sync::atomic::Ordering::SeqCst),
+                0
+            );
+            let line = watch.written.lock().unwrap().clone();
+            assert!(String::from_utf8_lossy(&line).ends_with(" joined huge\n"));
+        }
     }
 
     /// The most items any member has queued for its writer task.
@@ -2068,21 +2130,27 @@ mod tests {
     }
 
     #[test]
-    fn big_rooms_tell_held_notices_together_before_the_next_message() {
+    fn big_rooms_tell_held_notices_together_before_their_subjects_speak() {
         let hub = Hub::default();
         let probes = big_room(&hub);
         let x = Probe::join(&hub, "big");
         let y = Probe::join(&hub, "big");
         hub.part(probes[1].id, "big").unwrap();
         assert!(probes[0].lines().is_empty(), "held, not yet told");
+        // Chat from someone the notices are not about does not wait for
+        // them, nor cut them short.
         hub.say(probes[2].id, "big", "hello", false).unwrap();
+        assert_eq!(probes[0].lines(), vec!["guest3> hello"]);
+        assert_eq!(x.lines(), vec!["guest3> hello"]);
+        // A joiner who speaks is seen joining first.
+        hub.say(y.id, "big", "hi all", false).unwrap();
         let (xn, yn) = (BIG_ROOM + 1, BIG_ROOM + 2);
         // Told as a summary, one line per kind of change.
         assert_eq!(
             probes[0].lines(),
             vec![
                 format!("* 2 joined big: guest{xn}, guest{yn}\n* 1 left big: guest2"),
-                "guest3> hello".to_string(),
+                format!("guest{yn}> hi all"),
             ]
         );
         // Each joiner is told only what happened after it was seated.
@@ -2090,11 +2158,11 @@ mod tests {
             x.lines(),
             vec![
                 format!("* 1 joined big: guest{yn}\n* 1 left big: guest2"),
-                "guest3> hello".to_string(),
+                format!("guest{yn}> hi all"),
             ]
         );
         // A single change reads as it always does.
-        assert_eq!(y.lines(), vec!["* guest2 left big", "guest3> hello"]);
+        assert_eq!(y.lines(), vec!["guest3> hello", "* guest2 left big"]);
         // The one who left is told nothing more.
         assert!(probes[1].lines().is_empty());
     }
@@ -2171,9 +2239,16 @@ mod tests {
     }
 
     /// Follows one member's view of a room's roster through what it is
-    /// told: joins, leaves and crowds, alone or bundled.
+    /// told: joins, leaves and crowds, alone or bundled; and checks that
+    /// every message it is told comes from someone it knows is there.
     fn follow(roster: &mut BTreeSet<String>, items: &[Outgoing]) {
         let mut one = |event: &Event| match event {
+            Event::Message { from, .. } => {
+                assert!(
+                    roster.contains(&from.key()),
+                    "{from} heard before seen joining"
+                )
+            }
             Event::Joined { nick, .. } => assert!(roster.insert(nick.key()), "{nick} twice"),
             Event::Left { nick, .. } => assert!(roster.remove(&nick.key()), "{nick} absent"),
             Event::Crowd {
@@ -2207,7 +2282,7 @@ mod tests {
         /// told to the list it got on joining knows who is there.
         #[test]
         fn members_who_follow_the_notices_know_the_roster(
-            ops in proptest::collection::vec((0u8..4, 0usize..1000), 0..80)
+            ops in proptest::collection::vec((0u8..5, 0usize..1000), 0..80)
         ) {
             let hub = Hub::default();
             let who = |hub: &Hub| -> BTreeSet<String> {
@@ -2230,6 +2305,10 @@ mod tests {
                         .unwrap();
                         outbox.drain_now();
                         inside.push((id, outbox, roster));
+                    }
+                    3 => {
+                        let (id, _, _) = &inside[pick % inside.len()];
+                        hub.say(*id, "big", "hi", false).unwrap();
                     }
                     1 | 2 if inside.len() > 1 => {
                         let (id, _, _) = inside.swap_remove(pick % inside.len());

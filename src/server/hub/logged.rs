@@ -107,7 +107,7 @@ impl Hub {
             }
             _ => {}
         }
-        st.announce(room_key, Envelope::new(event));
+        st.announce(room_key, Envelope::new(event), None);
         self.settle(st);
     }
 
