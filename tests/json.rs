@@ -520,3 +520,75 @@ async fn a_late_hello_in_text_mode_is_an_error_not_a_switch() {
     c.expect("* error: a JSON hello must be the first line, sent as soon as you connect")
         .await;
 }
+
+/// Applies one room event to a member list, as a JSON client keeps it.
+fn follow(roster: &mut std::collections::BTreeSet<String>, msg: &ServerMsg) {
+    match msg {
+        ServerMsg::Joined { nick, .. } => {
+            assert!(roster.insert(nick.to_lowercase()), "{nick} joined twice");
+        }
+        ServerMsg::Left { nick, .. } => {
+            assert!(roster.remove(&nick.to_lowercase()), "{nick} was not there");
+        }
+        ServerMsg::Crowd {
+            joined,
+            left,
+            disconnected,
+            ..
+        } => {
+            for nick in left.iter().chain(disconnected) {
+                assert!(roster.remove(&nick.to_lowercase()), "{nick} was not there");
+            }
+            for nick in joined {
+                assert!(roster.insert(nick.to_lowercase()), "{nick} joined twice");
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn a_crowded_room_tells_json_clients_its_changes_in_crowd_events() {
+    let srv = TestServer::start().await;
+    let mut watcher = raw_json(
+        &srv,
+        r#"{"type":"hello","proto":"rchat","version":1,"nick":"watcher"}"#,
+    )
+    .await;
+    let mut roster = std::collections::BTreeSet::new();
+    loop {
+        let line = watcher.line().await;
+        if let Ok(ServerMsg::RoomState { members, .. }) =
+            rchat::proto::json::decode_server(line.as_bytes())
+        {
+            roster.extend(members.iter().map(|m| m.to_lowercase()));
+            break;
+        }
+    }
+    // Forty join the watcher's room (past 32 it holds its notices and
+    // tells them as crowds), then ten of them quit and five drop.
+    // (At once: a text client is greeted only after the hello wait.)
+    let mut people = futures::future::join_all((0..40).map(|_| srv.client())).await;
+    for mut gone in people.drain(..10) {
+        gone.send("/quit").await;
+        gone.until_eof().await;
+    }
+    for gone in people.drain(..5) {
+        drop(gone);
+    }
+    let mut expected: std::collections::BTreeSet<String> =
+        people.iter().map(|p| p.nick.to_lowercase()).collect();
+    expected.insert("watcher".into());
+    let mut crowds = 0;
+    while roster != expected {
+        let line = watcher.line().await;
+        let msg = rchat::proto::json::decode_server(line.as_bytes()).expect("JSON");
+        if let ServerMsg::Crowd { room, .. } = &msg {
+            assert_eq!(room, "lobby");
+            crowds += 1;
+        }
+        follow(&mut roster, &msg);
+    }
+    assert!(crowds > 0, "some of it was told as crowds");
+    srv.stop().await;
+}
