@@ -79,8 +79,15 @@ pub const PRIVATE_KEY: &str = "~private";
 /// held, those who came and went within one summary are not told at all.
 /// Small rooms keep their notices immediate, one line each.
 const BIG_ROOM: usize = 32;
-/// Most notices a room holds; the next one tells them all at once.
+/// Most notices a room holds while members have joined since the first:
+/// the next one tells them all at once. Each such member is told only the
+/// notices after it, folded apart, which costs the lock hold time in the
+/// square of the notices held.
 const MAX_HELD: usize = 256;
+/// Most notices a room holds when nobody joined meanwhile (a wave of
+/// leaves): one fold for everyone, so far more can wait for their due time,
+/// by when most of those leaving are gone and are told nothing.
+const MAX_HELD_UNSEATED: usize = 16 * 1024;
 /// Shortest a room holds its notices: they are due this long after the
 /// first, in a room of up to 500.
 pub const NOTICE_DELAY: Duration = Duration::from_millis(50);
@@ -1424,7 +1431,8 @@ impl State {
         }
         room.held.notices.push(env);
         room.held.about.extend(about);
-        if room.held.notices.len() >= MAX_HELD {
+        let held = room.held.notices.len();
+        if held >= MAX_HELD_UNSEATED || (held >= MAX_HELD && !room.held.late.is_empty()) {
             self.tell_held(room_key);
         } else if room.held.notices.len() == 1 {
             let due = Instant::now() + notice_delay(room.members.len());

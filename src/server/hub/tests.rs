@@ -728,6 +728,24 @@ proptest::proptest! {
 }
 
 #[test]
+fn a_wave_of_leaves_is_held_until_due_and_told_once() {
+    let hub = Hub::default();
+    let stay = Probe::join(&hub, "big");
+    let wave: Vec<Probe> = (0..1000).map(|_| Probe::join(&hub, "big")).collect();
+    hub.tell_held();
+    stay.lines();
+    for p in &wave {
+        hub.part(p.id, "big").unwrap();
+    }
+    // Nobody joined meanwhile: past MAX_HELD, still held.
+    assert!(stay.lines().is_empty());
+    hub.tell_held();
+    let lines = stay.lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("* 1000 left big: "), "{lines:?}");
+}
+
+#[test]
 fn member_in_several_rooms() {
     let hub = Hub::default();
     let a = Probe::join(&hub, "one");
