@@ -335,22 +335,28 @@ impl PeakMembers {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_churn_wave_joins_and_leaves_without_loss() {
-    let srv = TestServer::start().await;
-    let peak = PeakMembers::watch(&srv);
-    let cfg = BenchConfig {
+/// Five clients chatting at 200 msg/s for two seconds while `churn` others
+/// join at 0.3 s and leave 0.4 s after they are all in.
+fn churn_wave(addr: SocketAddr, churn: usize) -> BenchConfig {
+    BenchConfig {
         clients: 5,
         senders: 2,
         window: 0,
         rate: Rate::PerSecond(200.0),
         size: 64,
         duration: Duration::from_secs(2),
-        churn: 50,
+        churn,
         churn_at: Some(Duration::from_millis(300)),
         churn_hold: Some(Duration::from_millis(400)),
-        ..config(srv.addr)
-    };
+        ..config(addr)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_churn_wave_joins_and_leaves_without_loss() {
+    let srv = TestServer::start().await;
+    let peak = PeakMembers::watch(&srv);
+    let cfg = churn_wave(srv.addr, 50);
     let r = run(&cfg).await.expect("bench runs");
     let peak = peak.stop();
     println!("{}", r.table());
@@ -388,18 +394,7 @@ async fn a_churn_wave_joins_and_leaves_without_loss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_churn_wave_into_a_big_room_is_counted_from_its_summaries() {
     let srv = TestServer::start().await;
-    let cfg = BenchConfig {
-        clients: 5,
-        senders: 2,
-        window: 0,
-        rate: Rate::PerSecond(200.0),
-        size: 64,
-        duration: Duration::from_secs(2),
-        churn: 200,
-        churn_at: Some(Duration::from_millis(300)),
-        churn_hold: Some(Duration::from_millis(400)),
-        ..config(srv.addr)
-    };
+    let cfg = churn_wave(srv.addr, 200);
     let r = run(&cfg).await.expect("bench runs");
     println!("{}", r.table());
     assert_clean(&r);
@@ -419,17 +414,8 @@ async fn a_churn_wave_into_another_room_passes_through_the_measured_one() {
     let srv = TestServer::start().await;
     let side = PeakMembers::watch_room(&srv, Some("side"));
     let cfg = BenchConfig {
-        clients: 5,
-        senders: 2,
-        window: 0,
-        rate: Rate::PerSecond(200.0),
-        size: 64,
-        duration: Duration::from_secs(2),
-        churn: 150,
-        churn_at: Some(Duration::from_millis(300)),
-        churn_hold: Some(Duration::from_millis(400)),
         churn_room: Some("side".into()),
-        ..config(srv.addr)
+        ..churn_wave(srv.addr, 150)
     };
     let r = run(&cfg).await.expect("bench runs");
     let side = side.stop();

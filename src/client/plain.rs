@@ -21,7 +21,7 @@ use crate::clock;
 use crate::proto::json::{ClientMsg, ErrorCode, HistoryEntry, ServerMsg};
 use crate::proto::sanitize::clean;
 use crate::proto::text::HELP;
-use crate::proto::wording::{self, Crowd};
+use crate::proto::wording;
 
 /// Colours for nicks, chosen by a stable hash so a nick keeps its colour.
 const PALETTE: &[u8] = &[31, 32, 33, 34, 35, 36, 91, 92, 93, 94, 95, 96];
@@ -129,18 +129,12 @@ impl Printer {
         disconnected: &[String],
     ) -> Vec<String> {
         let room = clean(room);
-        [
-            (Crowd::Joined, joined),
-            (Crowd::Left, left),
-            (Crowd::Disconnected, disconnected),
-        ]
-        .into_iter()
-        .filter_map(|(change, nicks)| {
-            let nicks: Vec<String> = nicks.iter().map(|n| self.nick(n)).collect();
-            wording::crowd(change, &room, &nicks)
-        })
-        .map(|line| format!("* {line}"))
-        .collect()
+        let shown =
+            |nicks: &[String]| -> Vec<String> { nicks.iter().map(|n| self.nick(n)).collect() };
+        let (joined, left, disconnected) = (shown(joined), shown(left), shown(disconnected));
+        wording::crowd_lines(&room, &joined, &left, &disconnected)
+            .map(|(_, line)| format!("* {line}"))
+            .collect()
     }
 
     fn line(&self, msg: &ServerMsg) -> Option<String> {

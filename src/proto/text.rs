@@ -8,7 +8,7 @@
 use bytes::Bytes;
 
 use super::json::LeaveKind;
-use super::wording::{self, Crowd};
+use super::wording;
 use crate::event::{Event, LeaveReason};
 
 /// What a line of input asks for.
@@ -223,18 +223,9 @@ pub fn render(event: &Event) -> Bytes {
             joined,
             left,
             disconnected,
-        } => {
-            let lines = [
-                (Crowd::Joined, joined),
-                (Crowd::Left, left),
-                (Crowd::Disconnected, disconnected),
-            ];
-            lines
-                .into_iter()
-                .filter_map(|(change, nicks)| wording::crowd(change, room, nicks))
-                .map(|line| format!("* {line}\n"))
-                .collect()
-        }
+        } => wording::crowd_lines(room, joined, left, disconnected)
+            .map(|(_, line)| format!("* {line}\n"))
+            .collect(),
         Event::Notice(text) => format!("* {text}\n"),
         Event::History { room, messages, .. } => return history(room.as_str(), messages),
     };

@@ -90,6 +90,23 @@ pub fn crowd<D: Display>(change: Crowd, room: impl Display, nicks: &[D]) -> Opti
     })
 }
 
+/// A summary's lines, one per kind of change that has names, in the order
+/// every client shows them: joined, left, disconnected.
+pub fn crowd_lines<'a, D: Display>(
+    room: &'a (impl Display + ?Sized),
+    joined: &'a [D],
+    left: &'a [D],
+    disconnected: &'a [D],
+) -> impl Iterator<Item = (Crowd, String)> + 'a {
+    [
+        (Crowd::Joined, joined),
+        (Crowd::Left, left),
+        (Crowd::Disconnected, disconnected),
+    ]
+    .into_iter()
+    .filter_map(move |(change, nicks)| crowd(change, room, nicks).map(|line| (change, line)))
+}
+
 /// `alice is now known as bob`
 pub fn renamed(old: impl Display, new: impl Display) -> String {
     format!("{old} is now known as {new}")
@@ -111,6 +128,18 @@ mod tests {
         assert_eq!(
             crowd(Crowd::Disconnected, "dev", &many).as_deref(),
             Some("11 were disconnected from dev: n0, n1, n2, n3, n4, n5, n6, n7 and 3 more")
+        );
+        let lines: Vec<(Crowd, String)> =
+            crowd_lines("dev", &["ann"], &[], &["bob", "cy"]).collect();
+        assert_eq!(
+            lines,
+            [
+                (Crowd::Joined, "1 joined dev: ann".to_string()),
+                (
+                    Crowd::Disconnected,
+                    "2 were disconnected from dev: bob, cy".to_string()
+                ),
+            ]
         );
         assert_eq!(
             left("alice", "dev", &LeaveKind::Part, None),

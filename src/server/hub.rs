@@ -1373,16 +1373,20 @@ impl State {
     /// room's chat does not cut every summary short (one from elsewhere
     /// tells them all, to be safe).
     fn fan_out_item(&mut self, room_key: &str, except: Option<MemberId>, item: &Outgoing) {
-        let held_about_sender = self.rooms.get(room_key).is_some_and(|room| match except {
-            Some(id) => room.held.about.contains(&id),
-            None => !room.held.notices.is_empty(),
-        });
-        if held_about_sender {
-            self.tell_held(room_key);
-        }
-        let Some(room) = self.rooms.get(room_key) else {
+        let Some(mut room) = self.rooms.get(room_key) else {
             return;
         };
+        let held_about_sender = match except {
+            Some(id) => room.held.about.contains(&id),
+            None => !room.held.notices.is_empty(),
+        };
+        if held_about_sender {
+            self.tell_held(room_key);
+            room = match self.rooms.get(room_key) {
+                Some(room) => room,
+                None => return,
+            };
+        }
         let lines = match item {
             Outgoing::Bundle(bundle) => bundle.envelopes().len(),
             _ => 1,

@@ -403,14 +403,14 @@ impl ChatView {
             members.extend(joined.iter().cloned());
             self.rooms[i].members = sorted(members);
         }
-        for (kind, change, nicks) in [
-            (Kind::Join, Crowd::Joined, &joined),
-            (Kind::Leave, Crowd::Left, &left),
-            (Kind::Leave, Crowd::Disconnected, &disconnected),
-        ] {
-            if let Some(text) = wording::crowd(change, &room, nicks) {
-                self.push_line(now, kind, Some(&room), "", &text);
-            }
+        let lines: Vec<(Crowd, String)> =
+            wording::crowd_lines(room.as_str(), &joined, &left, &disconnected).collect();
+        for (change, text) in lines {
+            let kind = match change {
+                Crowd::Joined => Kind::Join,
+                Crowd::Left | Crowd::Disconnected => Kind::Leave,
+            };
+            self.push_line(now, kind, Some(&room), "", &text);
         }
     }
 
