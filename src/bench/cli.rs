@@ -88,6 +88,13 @@ pub struct BenchArgs {
     /// cost without their room growing. [default: the measured room]
     #[arg(long, value_name = "ROOM")]
     pub churn_room: Option<String>,
+    /// Speak IRC instead of rchat's text protocol, to measure an IRC server
+    /// (InspIRCd, Ergo, …) with the same load: each client registers as
+    /// `rbN`, joins #bench and sends its messages as PRIVMSGs. The server
+    /// must let this many clients in from one address, at this rate, and
+    /// not ping them within the run.
+    #[arg(long, conflicts_with_all = ["idle", "soak", "slow", "slow_rate", "churn", "churn_at", "churn_hold", "churn_room"])]
+    pub irc: bool,
     /// Instead of sending: hold this many idle connections and report the
     /// server's memory per connection (needs --server-pid).
     #[arg(
@@ -204,6 +211,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<u8> {
     config.churn_at = args.churn_at.map(|s| secs(s, "churn-at")).transpose()?;
     config.churn_hold = args.churn_hold.map(|s| secs(s, "churn-hold")).transpose()?;
     config.churn_room = args.churn_room.clone();
+    config.irc = args.irc;
     config.quiet = args.quiet;
     if config.slow_rate.is_some() && config.slow == 0 {
         anyhow::bail!("--slow-rate needs --slow");

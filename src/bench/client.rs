@@ -6,12 +6,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::conn::{ConnectFailure, Connector, Reader, Writer};
 use super::frame::{Arrival, Frame, Framer, OrderTracker};
+use super::irc;
 use super::notice::{self, Crowd, Notice};
 use super::shared::{Shared, Timeline, GREET_RCHAT, GREET_SILENT, GREET_UNKNOWN};
 use super::token::{self, Parsed};
@@ -168,7 +169,7 @@ impl ClientTask {
         // Times count from the moment this client may connect, not from
         // when it was queued behind the others.
         let began = Instant::now();
-        let (mut reader, writer) = match connector.connect().await {
+        let (mut reader, mut writer) = match connector.connect().await {
             Ok(halves) => halves,
             Err(e) => {
                 let error = match e {
@@ -188,7 +189,12 @@ impl ClientTask {
         };
         let tcp = began.elapsed();
         let mut rx = Receiver::new(idx, shared.clone());
-        let greeted = if shared.greet_mode.load(Ordering::Relaxed) == GREET_SILENT {
+        let greeted = if shared.irc {
+            drop(permit);
+            rx.join_irc(&mut reader, &mut writer, generation)
+                .await
+                .map(|()| true)
+        } else if shared.greet_mode.load(Ordering::Relaxed) == GREET_SILENT {
             rx.admit(&mut reader, permit).await.map(|()| false)
         } else {
             drop(permit);
@@ -353,6 +359,68 @@ impl Receiver {
         }
     }
 
+    /// Registers with an IRC server and, once welcomed, joins
+    /// [`irc::CHANNEL`], answering its pings meanwhile; done at the end of the channel's names, when
+    /// messages to it reach this client. Nobody waits for others' joins:
+    /// IRC tells them before the start like rchat does, and they are
+    /// counted as notices if they come later.
+    async fn join_irc(
+        &mut self,
+        reader: &mut Reader,
+        writer: &mut Writer,
+        generation: u32,
+    ) -> Result<(), BenchError> {
+        let closed = |idx, reason: String| BenchError::Closed {
+            client: idx,
+            reason,
+        };
+        let io = |e: std::io::Error| closed(self.idx, e.to_string());
+        writer
+            .write_all(&irc::hello(self.idx, generation))
+            .await
+            .map_err(io)?;
+        writer.flush().await.map_err(io)?;
+        loop {
+            let n = match reader.read(&mut self.buf).await {
+                Ok(0) => return Err(closed(self.idx, "the server closed the connection".into())),
+                Ok(n) => n,
+                Err(e) => return Err(closed(self.idx, e.to_string())),
+            };
+            let mut joined = false;
+            let mut refused = None;
+            let mut out = Vec::new();
+            self.framer.feed(&self.buf[..n], |frame| {
+                let Frame::Line(line) = frame else { return };
+                if joined || refused.is_some() {
+                    return;
+                }
+                match irc::reply(line) {
+                    irc::Reply::Welcome => out.extend(irc::join()),
+                    irc::Reply::Joined => joined = true,
+                    irc::Reply::Ping(arg) => out.extend(irc::pong(arg)),
+                    irc::Reply::Refused => {
+                        refused = Some(String::from_utf8_lossy(line).trim_end().to_string())
+                    }
+                    irc::Reply::Other => {}
+                }
+            });
+            if let Some(line) = refused {
+                return Err(BenchError::Refused {
+                    client: self.idx,
+                    line,
+                });
+            }
+            if !out.is_empty() {
+                writer.write_all(&out).await.map_err(io)?;
+                writer.flush().await.map_err(io)?;
+            }
+            if joined {
+                self.settled();
+                return Ok(());
+            }
+        }
+    }
+
     /// Against a server that sends no greeting: waits at most
     /// [`ADMIT_WAIT`] for its first bytes, holding `permit` (the one connect
     /// slot) meanwhile, so the next client connects only once the server
@@ -513,7 +581,7 @@ fn on_frame(
         Parsed::NoToken if token::probe_round(line).is_some() => {}
         // Someone joined or left: the slow clients' evictions and the
         // churn waves are expected.
-        Parsed::NoToken => match notice::classify(line) {
+        Parsed::NoToken => match notice::classify(line).or_else(|| irc::classify(line)) {
             Some(Notice::Joined(_)) => stats.joins_seen += 1,
             Some(Notice::Left(_)) => stats.leaves_seen += 1,
             Some(Notice::Disconnected(nick)) => {

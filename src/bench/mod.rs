@@ -62,6 +62,7 @@ mod extra;
 mod fleet;
 mod frame;
 pub mod idle;
+mod irc;
 mod notice;
 pub mod plot;
 pub mod process;
@@ -107,6 +108,8 @@ use slow::{SlowClients, SlowOutcome};
 pub const MIN_SIZE: usize = 32;
 /// Largest message size accepted (rchat's own `--max-line` ceiling).
 pub const MAX_SIZE: usize = 1 << 20;
+/// Longest line an IRC server takes, line ending included (RFC 1459).
+const IRC_LINE_MAX: usize = 512;
 /// Largest per-sender window accepted.
 pub const MAX_WINDOW: usize = 1 << 16;
 /// Most clients one run can drive.
@@ -202,6 +205,9 @@ pub struct BenchConfig {
     pub churn_hold: Option<Duration>,
     /// The room the churn wave joins; `None` for the measured clients' own.
     pub churn_room: Option<String>,
+    /// Speak IRC to an IRC server (see [`irc`]) instead of rchat's text
+    /// protocol, for side-by-side comparisons with the same load.
+    pub irc: bool,
     /// No progress display on stderr.
     pub quiet: bool,
 }
@@ -232,6 +238,7 @@ impl BenchConfig {
             churn_at: None,
             churn_hold: None,
             churn_room: None,
+            irc: false,
             quiet: false,
         }
     }
@@ -284,6 +291,20 @@ impl BenchConfig {
             return bad(format!(
                 "clients, slow clients and churn clients together must be at most {MAX_CLIENTS}"
             ));
+        }
+        if self.irc {
+            if self.slow > 0 || self.churn > 0 {
+                return bad(
+                    "--slow and --churn speak rchat's text protocol; leave them out with --irc"
+                        .into(),
+                );
+            }
+            let most = IRC_LINE_MAX - irc::PRIVMSG.len() - 2;
+            if self.size > most {
+                return bad(format!(
+                    "size must be at most {most} bytes with --irc (IRC lines end at {IRC_LINE_MAX})"
+                ));
+            }
         }
         if self.slow_rate == Some(0) {
             return bad("a slow client's read rate must be more than zero bytes per second".into());

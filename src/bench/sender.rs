@@ -12,6 +12,7 @@ use tokio::time::Instant;
 const TIMER_SLACK_NS: u64 = 2_000_000;
 
 use super::conn::Writer;
+use super::irc;
 use super::shared::{Shared, Timeline};
 use super::token::Token;
 
@@ -58,7 +59,8 @@ impl SendTask {
             let offset = (i as f64 * shared.senders as f64 + idx as f64) * 1e9 / r;
             tl.start_ns.saturating_add(offset as u64)
         };
-        let mut buf = Vec::with_capacity(batch_max * (size + 1));
+        let prefix: &[u8] = if shared.irc { irc::PRIVMSG } else { b"" };
+        let mut buf = Vec::with_capacity(batch_max * (prefix.len() + size + 1));
         let mut seq: u64 = 0;
         loop {
             let mut n = batch_max as u64;
@@ -110,6 +112,7 @@ impl SendTask {
                     measured += 1;
                 }
                 st.arm(i);
+                buf.extend_from_slice(prefix);
                 Token {
                     sender: idx as u64,
                     seq: i,

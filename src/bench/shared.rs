@@ -65,6 +65,8 @@ pub(crate) struct Shared {
     /// disconnected it ([`UNSET`] if none did).
     slow_evicted_ns: Vec<AtomicU64>,
     pub(crate) greet_mode: AtomicU8,
+    /// Speak IRC (`--irc`): register, join, send `PRIVMSG`s.
+    pub(crate) irc: bool,
     /// Clients that have read every join notice they expect (see
     /// `client::Settle`).
     pub(crate) settled: AtomicUsize,
@@ -150,6 +152,7 @@ impl Shared {
             slow_nicks: OnceLock::new(),
             slow_evicted_ns: (0..cfg.slow).map(|_| AtomicU64::new(UNSET)).collect(),
             greet_mode: AtomicU8::new(GREET_UNKNOWN),
+            irc: cfg.irc,
             settled: AtomicUsize::new(0),
             probe_seen: (0..cfg.clients).map(|_| AtomicU64::new(0)).collect(),
         }
