@@ -85,7 +85,7 @@ pub struct ServerConfig {
     /// Rooms one member may be in at once.
     pub max_rooms_per_member: usize,
     /// Largest room whose messages the posting connection's task writes to
-    /// the members' sockets itself (plain TCP, light traffic), instead of
+    /// the members' sockets itself (plain TCP or TLS, light traffic), instead of
     /// waking a writer task per member: less CPU, a slightly longer tail on
     /// a multi-core machine. 0 turns it off.
     pub direct_fanout: usize,

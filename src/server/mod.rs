@@ -19,6 +19,7 @@ pub mod pace;
 pub mod session;
 pub mod tcp;
 pub mod tls;
+pub mod tls_conn;
 pub mod trim;
 
 use std::future::Future;
@@ -552,12 +553,11 @@ impl Connection {
         async move {
             // Registration (handshake, detection, hello) must end by then.
             let deadline = tokio::time::Instant::now() + self.config.register_timeout();
-            let mut direct = None;
-            let stream: Box<dyn session::Stream> = match self.tls {
+            let (stream, direct): (Box<dyn session::Stream>, _) = match self.tls {
                 None => {
                     let socket = tcp::SharedTcp::new(self.socket);
-                    direct = Some(socket.direct());
-                    Box::new(socket)
+                    let direct = socket.direct();
+                    (Box::new(socket), direct)
                 }
                 // Boxed: the handshake's state is large and must not size
                 // the task for the rest of the connection's life.
@@ -571,7 +571,10 @@ impl Connection {
                         &self.stop,
                     );
                     match Box::pin(handshake).await {
-                        Some(stream) => stream,
+                        Some(stream) => {
+                            let direct = stream.direct();
+                            (Box::new(stream), direct)
+                        }
                         None => return,
                     }
                 }
@@ -586,7 +589,7 @@ impl Connection {
                     deadline,
                     access: self.access,
                     cluster: self.cluster,
-                    direct,
+                    direct: Some(direct),
                 },
             )
             .await;
@@ -597,8 +600,8 @@ impl Connection {
 }
 
 /// Completes a TLS handshake within the configured time, unless the server
-/// stops first. The stream is boxed at once, so that its size (rustls'
-/// state is over a kilobyte) costs heap only for TLS connections.
+/// stops first. The connection comes out behind an `Arc` (rustls' state is
+/// over a kilobyte), so that it costs heap only for TLS connections.
 async fn handshake(
     acceptor: TlsAcceptor,
     socket: TcpStream,
@@ -606,7 +609,7 @@ async fn handshake(
     config: &ServerConfig,
     register_by: tokio::time::Instant,
     stop: &CancellationToken,
-) -> Option<Box<dyn session::Stream>> {
+) -> Option<tls_conn::SharedTls> {
     let by = register_by.min(tokio::time::Instant::now() + config.handshake_timeout());
     let handshake = tokio::time::timeout_at(by, acceptor.accept(socket));
     let stream = tokio::select! {
@@ -614,7 +617,7 @@ async fn handshake(
         _ = stop.cancelled() => return None,
     };
     match stream {
-        Ok(Ok(stream)) => Some(Box::new(stream)),
+        Ok(Ok(stream)) => Some(tls_conn::SharedTls::new(stream)),
         Ok(Err(e)) => {
             debug!(%peer, error = %e, "TLS handshake failed");
             None

@@ -12,11 +12,12 @@
 //! place, so a burst's queue leaves with the burst instead of staying
 //! allocated on an idle member.
 //!
-//! A connection whose socket never makes a write wait (plain TCP) has a
-//! [`Direct`] way in: whoever queued the item for an idle connection writes
-//! it there and then, once its own locks are released ([`Outbox::kick`]),
-//! instead of waking the writer task. That task is left the slow cases: a
-//! write the socket does not take whole, a burst, TLS. Exactly one party
+//! A connection whose socket can be written without waiting (plain TCP,
+//! TLS) has a [`Direct`] way in: whoever queued the item for an idle
+//! connection writes it there and then, once its own locks are released
+//! ([`Outbox::kick`]), instead of waking the writer task. That task is left
+//! the slow cases: a write the socket does not take whole (or, over TLS,
+//! takes but cannot send yet), a burst. Exactly one party
 //! writes at a time (the writer task or one kicker), so bytes never
 //! interleave and items leave in the order they were queued.
 
@@ -50,10 +51,18 @@ pub struct Encoding {
 }
 
 /// A socket that can be written without waiting: what the socket takes now
-/// is written, the rest is refused (`WouldBlock`). Plain TCP is one; TLS is
-/// not (its records need the connection's own state).
+/// is written, the rest is refused (`WouldBlock`). Plain TCP is one; so is
+/// TLS (`tls_conn.rs`), which may take bytes it has not yet put on the
+/// wire.
 pub trait Direct: Send + Sync {
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+
+    /// Whether bytes taken are still held on this side (TLS records the
+    /// socket had no room for): the writer task must flush them once the
+    /// socket has room, since nothing else may come to push them out.
+    fn unflushed(&self) -> bool {
+        false
+    }
 }
 
 /// Who is putting this connection's queue on the wire right now.
@@ -180,6 +189,9 @@ struct State {
     /// write the socket took only in part).
     offset: usize,
     owner: Owner,
+    /// A kicker's write was taken but not all sent ([`Direct::unflushed`]):
+    /// the writer task flushes, even with nothing queued.
+    flush: bool,
     /// Bytes queued plus bytes handed to the writer and not yet released.
     pending: usize,
 }
@@ -227,6 +239,7 @@ impl Outbox {
                 queue: VecDeque::new(),
                 offset: 0,
                 owner: Owner::Idle,
+                flush: false,
                 pending: 0,
             }),
             status: AtomicU8::new(Status::Open as u8),
@@ -379,8 +392,10 @@ impl Outbox {
             written -= len;
             freed += item.cost();
         }
+        let unflushed = result.is_ok() && socket.unflushed();
         let mut st = self.lock();
         st.owner = Owner::Idle;
+        st.flush |= unflushed;
         st.pending = st.pending.saturating_sub(freed);
         if result.is_err() {
             // The reader sees the outbox end and reports the member gone.
@@ -396,7 +411,7 @@ impl Outbox {
             }
             st.offset = offset;
         }
-        st.queue.is_empty() && self.status() == Status::Open
+        st.queue.is_empty() && !st.flush && self.status() == Status::Open
     }
 
     /// Graceful close: what is queued is still written, then the writer
@@ -467,7 +482,10 @@ impl Outbox {
                     *offset = std::mem::take(&mut st.offset);
                     Poll::Ready(Drain::Finish)
                 }
-                Status::Open if !st.queue.is_empty() => {
+                // Something to write, or (with an empty batch) only
+                // something to flush.
+                Status::Open if !st.queue.is_empty() || st.flush => {
+                    st.flush = false;
                     let next = spare.take().unwrap_or_default();
                     *batch = std::mem::replace(&mut st.queue, next);
                     *offset = std::mem::take(&mut st.offset);

@@ -10,8 +10,8 @@
 //! can never write into a descriptor the system has since given to another
 //! connection.
 //!
-//! TLS connections are not shared this way: a TLS record needs the
-//! connection's own state, so only their writer task writes to them.
+//! TLS connections are shared the same way by `tls_conn.rs`, with a lock
+//! around the record state that sealing and opening need.
 
 use std::io::{self, IoSlice};
 use std::net::Shutdown;
