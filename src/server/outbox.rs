@@ -361,7 +361,7 @@ impl Outbox {
             return false;
         }
         st.owner = Owner::Kicker;
-        for slot in items.iter_mut() {
+        for slot in items[..n].iter_mut() {
             *slot = st.queue.pop_front();
         }
         drop(st);
