@@ -100,6 +100,14 @@ pub struct ServerConfig {
     pub accept_rate: u32,
     /// Connections taken in at once before `accept_rate` applies.
     pub accept_burst: u32,
+    /// Sessions that end of their own accord (a quit, a closed connection)
+    /// taken out per second, server-wide, after a burst of `leave_burst`;
+    /// the rest wait, so ten thousand leaving at once do not hold everyone
+    /// else's lines back. A nick is free again once its session is taken
+    /// out. 0: at once.
+    pub leave_rate: u32,
+    /// Sessions taken out at once before `leave_rate` applies.
+    pub leave_burst: u32,
     /// Seconds a client has to complete its TLS handshake.
     pub handshake_timeout_secs: u64,
     /// Seconds a connection has from accept to being registered (TLS
@@ -269,6 +277,17 @@ pub struct ServeFlags {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub accept_burst: Option<u32>,
+    /// Sessions that end of their own accord (quit, connection closed)
+    /// taken out per second after --leave-burst; the rest wait their turn.
+    /// 0: no pacing. [default: 2000]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leave_rate: Option<u32>,
+    /// Sessions taken out at once before --leave-rate applies.
+    /// [default: 200]
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leave_burst: Option<u32>,
     /// Seconds a client has to finish its TLS handshake. [default: 10]
     #[arg(long, value_name = "SECS")]
     #[serde(
@@ -421,6 +440,8 @@ impl Default for ServerConfig {
             listen_backlog: 4096,
             accept_rate: 1000,
             accept_burst: 200,
+            leave_rate: 2000,
+            leave_burst: 200,
             handshake_timeout_secs: 10,
             register_timeout_secs: 20,
             idle_timeout_secs: 0,
@@ -589,6 +610,9 @@ impl ServerConfig {
         }
         if self.accept_rate > 0 && self.accept_burst == 0 {
             return bad("accept-burst must be at least 1 when accept-rate is on");
+        }
+        if self.leave_rate > 0 && self.leave_burst == 0 {
+            return bad("leave-burst must be at least 1 when leave-rate is on");
         }
         if !(1..=60_000).contains(&self.hello_wait_ms) {
             return bad("hello-wait must be between 1 and 60000 milliseconds");

@@ -470,3 +470,79 @@ async fn big_history_pages_cost_more_of_the_flood_budget_in_both_protocols() {
     assert_eq!(answers, ["ok h1", "ok h2", "refused h3"]);
     srv.stop().await;
 }
+
+#[tokio::test]
+async fn a_wave_of_quits_is_taken_out_at_the_leave_rate_each_with_its_goodbye() {
+    let srv = TestServer::with(ServerConfig {
+        leave_rate: 10,
+        leave_burst: 1,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut watcher = srv.client().await;
+    let mut wave = Vec::new();
+    for _ in 0..6 {
+        let c = srv.client().await;
+        watcher.expect(&format!("* {} joined lobby", c.nick)).await;
+        wave.push(c);
+    }
+    let started = Instant::now();
+    futures::future::join_all(wave.iter_mut().map(|c| c.send("/quit"))).await;
+    // The room hears of them one at a time: one at once, then one every
+    // 100 ms, so the sixth not before half a second.
+    let mut heard = Vec::new();
+    for _ in 0..6 {
+        watcher
+            .wait_for("a quit", |l| {
+                l.starts_with("* guest") && l.ends_with(" quit")
+            })
+            .await;
+        heard.push(started.elapsed());
+    }
+    assert!(heard[0] < Duration::from_millis(300), "{heard:?}");
+    assert!(heard[5] >= Duration::from_millis(450), "{heard:?}");
+    // Each was told goodbye in its turn, then closed.
+    for c in &mut wave {
+        let rest = c.until_eof().await;
+        assert_eq!(
+            rest.last().map(String::as_str),
+            Some("* goodbye"),
+            "{rest:?}"
+        );
+    }
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_shutdown_does_not_wait_for_the_pace_of_leaves() {
+    let srv = TestServer::with(ServerConfig {
+        leave_rate: 1,
+        leave_burst: 1,
+        ..ServerConfig::default()
+    })
+    .await;
+    let mut watcher = srv.client().await;
+    let mut wave = Vec::new();
+    for _ in 0..5 {
+        let c = srv.client().await;
+        watcher.expect(&format!("* {} joined lobby", c.nick)).await;
+        wave.push(c);
+    }
+    // At one a second, the last of these would be taken out after 4 s.
+    for c in &mut wave {
+        c.send("/quit").await;
+    }
+    // The second goes a second after the first: by then every quit has
+    // long been read, and three are waiting for their turn.
+    for _ in 0..2 {
+        watcher
+            .wait_for("a quit", |l| {
+                l.starts_with("* guest") && l.ends_with(" quit")
+            })
+            .await;
+    }
+    let started = Instant::now();
+    srv.stop().await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}

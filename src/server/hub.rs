@@ -64,6 +64,7 @@ use crate::names::{key_of, NameError, Nick, RoomName};
 use crate::server::access::Access;
 use crate::server::bans::Bans;
 use crate::server::outbox::{Outbox, Outgoing, Push};
+use crate::server::pace::Pacer;
 use crate::store::{Receipt, RoomLog, Store, StoredMessage};
 
 /// Store key under which private messages are kept with `--store-private`.
@@ -129,6 +130,10 @@ pub struct HubLimits {
     pub max_rooms_per_member: usize,
     /// Largest fan-out written by kicks; 0 for none (see `Load`).
     pub direct_fanout: usize,
+    /// Sessions taken out per second after a burst of `leave_burst`
+    /// (see [`Hub::leave_turn`]); 0 for no pacing.
+    pub leave_rate: u32,
+    pub leave_burst: u32,
 }
 
 impl HubLimits {
@@ -137,6 +142,8 @@ impl HubLimits {
         HubLimits {
             max_rooms_per_member: config.max_rooms_per_member,
             direct_fanout: config.direct_fanout,
+            leave_rate: config.leave_rate,
+            leave_burst: config.leave_burst,
         }
     }
 }
@@ -489,6 +496,8 @@ pub struct Hub {
     access: Arc<Access>,
     /// Who may not connect; its own lock, never taken under the hub's.
     bans: Arc<Bans>,
+    /// The pace of leaves; its own lock, never taken under the hub's.
+    leaving: Option<Pacer>,
 }
 
 fn now_ms() -> u64 {
@@ -511,6 +520,7 @@ impl Hub {
     }
 
     pub fn with_history(limits: HubLimits, history: Option<History>) -> Hub {
+        let leaving = Pacer::new(limits.leave_rate, limits.leave_burst);
         Hub {
             state: Mutex::new(State {
                 direct_fanout: limits.direct_fanout,
@@ -522,6 +532,18 @@ impl Hub {
             history,
             access: Arc::default(),
             bans: Arc::default(),
+            leaving,
+        }
+    }
+
+    /// Waits for this session's turn to be taken out (`leave_rate`), so
+    /// that a wave of thousands ending at once (a mass quit, a network
+    /// blip) is spread out instead of holding everyone else's lines back.
+    /// Called before [`Hub::disconnect`] by a session that ends of its own
+    /// accord, not by one the hub let go (a shutdown is never paced).
+    pub async fn leave_turn(&self) {
+        if let Some(pacer) = &self.leaving {
+            pacer.wait().await;
         }
     }
 

@@ -24,7 +24,7 @@ pub mod trim;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -40,7 +40,7 @@ use admission::{Admission, Admit, Refusal};
 use bans::Bans;
 use cluster::{Cluster, ClusterError};
 use hub::{History, Hub, HubLimits};
-use pace::Pace;
+use pace::Pacer;
 use store::redis::RedisStore;
 
 /// The notice every member receives when the server stops.
@@ -241,12 +241,7 @@ impl Server {
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let admission = Arc::new(Admission::new(&self.config, self.bans.clone()));
         let tls = self.tls.is_some();
-        let pace = Pace::new(
-            self.config.accept_rate,
-            self.config.accept_burst,
-            tokio::time::Instant::now(),
-        )
-        .map(|pace| Arc::new(Mutex::new(pace)));
+        let pace = Pacer::new(self.config.accept_rate, self.config.accept_burst).map(Arc::new);
         for listener in self.listeners {
             let addr = listener.local_addr().ok();
             if let Some(addr) = addr {
@@ -397,7 +392,7 @@ struct Acceptor {
     config: Arc<ServerConfig>,
     admission: Arc<Admission>,
     /// Shared by every listener; `None` without pacing.
-    pace: Option<Arc<Mutex<Pace>>>,
+    pace: Option<Arc<Pacer>>,
     access: Arc<Access>,
     cluster: Option<Arc<Cluster>>,
     stop: CancellationToken,
@@ -504,18 +499,9 @@ impl Acceptor {
         let Some(pace) = &self.pace else {
             return true;
         };
-        loop {
-            let slot = pace
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .take(tokio::time::Instant::now());
-            let Err(wait) = slot else {
-                return true;
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.stop.cancelled() => return false,
-            }
+        tokio::select! {
+            _ = pace.wait() => true,
+            _ = self.stop.cancelled() => false,
         }
     }
 }

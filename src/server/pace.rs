@@ -1,5 +1,6 @@
-//! Pacing new connections: at most `accept_rate` taken in per second,
-//! server-wide, after a burst of `accept_burst`.
+//! Pacing waves: new connections (at most `accept_rate` taken in per
+//! second, server-wide, after a burst of `accept_burst`) and ended sessions
+//! (`leave_rate` taken out per second after `leave_burst`).
 //!
 //! Taking a connection in costs the server far more than a chat line (a
 //! task, a welcome, a join with its notices), and a class or a LAN party
@@ -11,10 +12,20 @@
 //! connection is refused here: a waiting client has simply not been
 //! greeted yet.
 //!
-//! Pure: the caller passes the time. Shared by every listener behind a
-//! lock held for a few arithmetic operations. Not here: accepting, or
-//! limits on how many connections are open (`admission.rs`).
+//! The same holds for the other end of a storm: ten thousand clients
+//! quitting at once, or dropped by one network blip, each cost a hub
+//! removal, a last write, a shutdown and a close. Taken all at once they
+//! held everyone else's lines back by a fifth of a second on the reference
+//! machine; paced, the leaving wait (their connections already said
+//! goodbye or are gone) and the others do not (docs/performance.md,
+//! scenario 9).
+//!
+//! [`Pace`] is pure: the caller passes the time. [`Pacer`] is the shared,
+//! waiting form, behind a lock held for a few arithmetic operations. Not
+//! here: accepting, or limits on how many connections are open
+//! (`admission.rs`).
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -59,9 +70,62 @@ impl Pace {
     }
 }
 
+/// A [`Pace`] that many tasks share, each waiting for its turn.
+#[derive(Debug)]
+pub struct Pacer {
+    pace: Mutex<Pace>,
+}
+
+impl Pacer {
+    /// `rate` a second after a burst of `burst`; `None` when `rate` is 0.
+    pub fn new(rate: u32, burst: u32) -> Option<Pacer> {
+        let pace = Pace::new(rate, burst, Instant::now())?;
+        Some(Pacer {
+            pace: Mutex::new(pace),
+        })
+    }
+
+    /// Waits until a slot is free and takes it.
+    pub async fn wait(&self) {
+        loop {
+            let slot = self
+                .pace
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take(Instant::now());
+            match slot {
+                Ok(()) => return,
+                Err(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_let_through_at_the_rate() {
+        let pacer = std::sync::Arc::new(Pacer::new(10, 2).unwrap());
+        let start = Instant::now();
+        let mut turns = Vec::new();
+        for _ in 0..5 {
+            let pacer = pacer.clone();
+            turns.push(tokio::spawn(async move {
+                pacer.wait().await;
+                Instant::now()
+            }));
+        }
+        let mut at = Vec::new();
+        for t in turns {
+            at.push(t.await.unwrap() - start);
+        }
+        at.sort();
+        // Two at once (the burst), then one every 100 ms.
+        let ms: Vec<u128> = at.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, [0, 0, 100, 200, 300]);
+    }
 
     #[test]
     fn a_burst_passes_then_the_rate_holds() {

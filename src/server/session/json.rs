@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use super::link::Link;
 use super::request::{ban_info, Dispatcher, Failure, Outcome, Reply, CLOSED_FOR};
 use super::writer::Encoding;
-use super::{io_reason, refuse, register, Flow, Frames, Output};
+use super::{io_reason, leave_turn, refuse, register, Flow, Frames, Output};
 use crate::config::ServerConfig;
 use crate::event::{Format, LeaveReason};
 use crate::proto::json::{self as wire, ClientMsg, ErrorCode, HistoryEntry, RoomInfo, ServerMsg};
@@ -86,7 +86,9 @@ fn answer_of(id: Option<String>, reply: Reply) -> Option<ServerMsg> {
     };
     match reply {
         Reply::Sent | Reply::Joined(_) | Reply::Parted | Reply::Renamed => ack(id),
-        Reply::Posted(_) | Reply::Quit(_) | Reply::Nothing | Reply::Close(_) => None,
+        Reply::Posted(_) | Reply::Quit(_) | Reply::Going(_) | Reply::Nothing | Reply::Close(_) => {
+            None
+        }
         // The text is for people; a program gets the ack.
         Reply::Done(_) => ack(id),
         Reply::Bans(bans) => Some(ServerMsg::Bans {
@@ -372,10 +374,12 @@ impl JsonSession {
             }
             match frame {
                 None => {
+                    Box::pin(leave_turn(&self.hub, &outbox)).await;
                     self.leave(LeaveReason::Dropped("connection closed".into()));
                     return;
                 }
                 Some(Err(e)) => {
+                    Box::pin(leave_turn(&self.hub, &outbox)).await;
                     self.leave(LeaveReason::Dropped(io_reason(&e).into()));
                     return;
                 }
@@ -393,6 +397,9 @@ impl JsonSession {
                                 self.leave(LeaveReason::Dropped(CLOSED_FOR.into()));
                                 return;
                             }
+                            // The goodbye too waits for the turn (see
+                            // `leave_turn`).
+                            Box::pin(leave_turn(&self.hub, &outbox)).await;
                             self.send(&ServerMsg::Bye {
                                 reason: "goodbye".into(),
                             });

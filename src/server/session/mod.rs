@@ -280,6 +280,17 @@ async fn refuse<W: AsyncWrite + Unpin>(writer: &mut W, line: &[u8], within: Dura
     .await;
 }
 
+/// Waits for this session's turn to leave the hub (its pace of leaves),
+/// unless the hub lets it go first (a shutdown, an eviction): a session
+/// that ends of its own accord calls this before leaving. Callers box it,
+/// so that its timer sizes no connection's task.
+async fn leave_turn(hub: &Hub, outbox: &Outbox) {
+    tokio::select! {
+        _ = hub.leave_turn() => {}
+        _ = outbox.ended() => {}
+    }
+}
+
 pub(crate) fn io_reason(e: &std::io::Error) -> &'static str {
     use std::io::ErrorKind::*;
     match e.kind() {

@@ -19,7 +19,7 @@ use tracing::info;
 
 use futures::future::BoxFuture;
 
-use crate::event::ChatLine;
+use crate::event::{ChatLine, LeaveReason};
 use crate::names::{Nick, RoomName};
 use crate::proto::json::{truncate, BanInfo};
 use crate::proto::request::Request;
@@ -51,6 +51,9 @@ pub(super) enum Reply {
     Nothing,
     /// The client asked to leave; the session says goodbye and leaves.
     Quit(Option<Arc<str>>),
+    /// The session's turn to leave has come (`leave_rate`): it leaves now,
+    /// for this reason. Made by the session itself, never by a request.
+    Going(LeaveReason),
     /// Done; the text says what happened (operator actions).
     Done(String),
     /// The bans in force.

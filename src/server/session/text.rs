@@ -25,7 +25,7 @@ use tracing::{debug, info};
 use super::link::Link;
 use super::request::{ban_info, Dispatcher, Failure, Outcome, Reply, CLOSED_FOR};
 use super::writer::Encoding;
-use super::{io_reason, refuse, register, Frames, Output};
+use super::{io_reason, leave_turn, refuse, register, Frames, Output};
 use crate::config::ServerConfig;
 use crate::event::{ChatLine, Event, Format, LeaveReason};
 use crate::names::{key_of, RoomName};
@@ -300,13 +300,14 @@ impl TextSession {
                     }
                 }
                 match frame {
+                    // Gone of its own accord: it leaves in its turn.
                     None => {
-                        self.leave(LeaveReason::Dropped("connection closed".into()));
-                        break;
+                        step = self.leave_in_turn(LeaveReason::Dropped("connection closed".into()));
+                        continue;
                     }
                     Some(Err(e)) => {
-                        self.leave(LeaveReason::Dropped(io_reason(&e).into()));
-                        break;
+                        step = self.leave_in_turn(LeaveReason::Dropped(io_reason(&e).into()));
+                        continue;
                     }
                     Some(Ok(frame)) => next = Some(frame),
                 }
@@ -549,9 +550,14 @@ impl TextSession {
                 self.outbox
                     .push(Outgoing::Raw(text::history(page.room.as_str(), &messages)));
             }
-            Reply::Quit(reason) => {
-                self.notice("goodbye");
-                self.leave(LeaveReason::Quit(reason));
+            // Even the goodbye waits for the turn: ten thousand of them at
+            // once would be the burst the pace is there to spread.
+            Reply::Quit(reason) => return self.leave_in_turn(LeaveReason::Quit(reason)),
+            Reply::Going(reason) => {
+                if matches!(reason, LeaveReason::Quit(_)) {
+                    self.notice("goodbye");
+                }
+                self.leave(reason);
                 return Step::Quit;
             }
             Reply::Done(text) => self.notice(&text),
@@ -640,6 +646,17 @@ impl TextSession {
             }
             in_flight.fetch_sub(1, Ordering::AcqRel);
         }));
+    }
+
+    /// Waits for this session's turn to leave (see [`leave_turn`]) as a
+    /// reply would be waited for, then leaves: the wait adds nothing to an
+    /// idle connection's task.
+    fn leave_in_turn(&self, reason: LeaveReason) -> Step {
+        let (hub, outbox) = (self.hub.clone(), self.outbox.clone());
+        Step::Await(Box::pin(async move {
+            leave_turn(&hub, &outbox).await;
+            Reply::Going(reason)
+        }))
     }
 
     fn leave(&mut self, reason: LeaveReason) {
