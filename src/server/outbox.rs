@@ -721,6 +721,11 @@ mod tests {
     #[derive(Default)]
     struct FakeSocket {
         out: std::sync::Mutex<Vec<u8>>,
+        /// With `hold` set, what a direct write takes waits here, unsent,
+        /// as TLS records the socket had no room for do: the next write
+        /// sends it first, or a flush.
+        held: std::sync::Mutex<Vec<u8>>,
+        hold: std::sync::atomic::AtomicBool,
         take: std::sync::atomic::AtomicUsize,
         fail: std::sync::atomic::AtomicBool,
         writes: std::sync::atomic::AtomicUsize,
@@ -748,7 +753,13 @@ mod tests {
             if left == 0 {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
-            let mut out = self.out.lock().unwrap();
+            self.send_held();
+            let hold = self.hold.load(Ordering::SeqCst);
+            let mut out = if hold {
+                self.held.lock().unwrap()
+            } else {
+                self.out.lock().unwrap()
+            };
             let mut n = 0;
             for b in bufs {
                 let k = b.len().min(left);
@@ -757,6 +768,17 @@ mod tests {
                 left -= k;
             }
             Ok(n)
+        }
+
+        fn unflushed(&self) -> bool {
+            !self.held.lock().unwrap().is_empty()
+        }
+    }
+
+    impl FakeSocket {
+        fn send_held(&self) {
+            let held = std::mem::take(&mut *self.held.lock().unwrap());
+            self.out.lock().unwrap().extend_from_slice(&held);
         }
     }
 
@@ -770,6 +792,7 @@ mod tests {
             _: &mut std::task::Context<'_>,
             buf: &[u8],
         ) -> Poll<io::Result<usize>> {
+            self.0.send_held();
             self.0.out.lock().unwrap().extend_from_slice(buf);
             Poll::Ready(Ok(buf.len()))
         }
@@ -778,6 +801,7 @@ mod tests {
             self: std::pin::Pin<&mut Self>,
             _: &mut std::task::Context<'_>,
         ) -> Poll<io::Result<()>> {
+            self.0.send_held();
             Poll::Ready(Ok(()))
         }
 
@@ -875,11 +899,16 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// However pushes, kicks, partial writes and the writer task
-        /// interleave, the socket gets every item once, whole, in order.
+        /// However pushes, kicks, partial writes, bytes taken but held
+        /// (TLS) and the writer task interleave, the socket gets every
+        /// item once, whole, in order, and nothing is left held without
+        /// the outbox being closed.
         #[test]
         fn bytes_arrive_once_in_order(
-            steps in proptest::collection::vec((0usize..4, 0usize..12, proptest::bool::ANY), 1..60)
+            steps in proptest::collection::vec(
+                (0usize..4, 0usize..12, proptest::bool::ANY, proptest::bool::ANY),
+                1..60,
+            )
         ) {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -896,8 +925,9 @@ mod tests {
                 ));
                 let mut expected = String::new();
                 let mut i = 0;
-                for (pushes, take, yield_now) in steps {
+                for (pushes, take, yield_now, hold) in steps {
                     socket.take.store(take, Ordering::SeqCst);
+                    socket.hold.store(hold, Ordering::SeqCst);
                     let mut kicks = Vec::new();
                     for _ in 0..pushes {
                         i += 1;
@@ -911,6 +941,18 @@ mod tests {
                         tokio::task::yield_now().await;
                     }
                 }
+                // With nothing more pushed, all of it arrives while the
+                // outbox is still open (a close would flush whatever was
+                // left held anyway, and a new write would send it first).
+                socket.take.store(usize::MAX, Ordering::SeqCst);
+                socket.hold.store(false, Ordering::SeqCst);
+                let all_in = async {
+                    while socket.text() != expected {
+                        tokio::task::yield_now().await;
+                    }
+                };
+                let arrived = tokio::time::timeout(std::time::Duration::from_secs(2), all_in).await;
+                assert!(arrived.is_ok(), "stranded: {:?} of {:?}", socket.text(), expected);
                 ob.close();
                 writer.await.unwrap();
                 assert_eq!(socket.text(), expected);
