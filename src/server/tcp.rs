@@ -108,12 +108,16 @@ impl AsyncWrite for SharedTcp {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let r = socket2::SockRef::from(self.socket()).shutdown(Shutdown::Write);
-        Poll::Ready(match r {
-            // Already gone: nothing left to shut.
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-            r => r,
-        })
+        Poll::Ready(shutdown_write(self.socket()))
+    }
+}
+
+/// Ends the sending side of `socket` (the peer reads end of file); a peer
+/// already gone leaves nothing to shut. Shared with `tls_conn.rs`.
+pub(super) fn shutdown_write(socket: &TcpStream) -> io::Result<()> {
+    match socket2::SockRef::from(socket).shutdown(Shutdown::Write) {
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+        r => r,
     }
 }
 

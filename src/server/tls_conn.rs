@@ -16,7 +16,6 @@
 //! connection) and certificates (`tls.rs`).
 
 use std::io::{self, BufRead, IoSlice, Read, Write};
-use std::net::Shutdown;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
@@ -217,11 +216,7 @@ impl AsyncWrite for SharedTls {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.inner.lock().send_close_notify();
         ready!(self.inner.poll_flush(cx))?;
-        let r = socket2::SockRef::from(&self.inner.socket).shutdown(Shutdown::Write);
-        Poll::Ready(match r {
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
-            r => r,
-        })
+        Poll::Ready(super::tcp::shutdown_write(&self.inner.socket))
     }
 }
 
