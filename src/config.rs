@@ -87,7 +87,8 @@ pub struct ServerConfig {
     /// Largest room whose messages the posting connection's task writes to
     /// the members' sockets itself (plain TCP or TLS, light traffic), instead of
     /// waking a writer task per member: less CPU, a slightly longer tail on
-    /// a multi-core machine. 0 turns it off.
+    /// a multi-core machine. Under quiet traffic a bigger room is written
+    /// the same way, in parts of this many, a task each. 0 turns it off.
     pub direct_fanout: usize,
     /// Connections the kernel may queue before they are accepted. A class
     /// logging in at once must not overflow it: an overflowed queue drops
@@ -258,7 +259,8 @@ pub struct ServeFlags {
     pub max_rooms_per_member: Option<usize>,
     /// Largest room whose messages are written to members' sockets by the
     /// sender's task instead of one writer task per member (less CPU, a
-    /// slightly longer tail); 0 turns it off. [default: 128]
+    /// slightly longer tail); bigger rooms, under quiet traffic, in parts
+    /// of this many, a task each; 0 turns it off. [default: 128]
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub direct_fanout: Option<usize>,

@@ -1414,9 +1414,15 @@ impl State {
             _ => 1,
         };
         self.fanned += lines * room.members.len();
-        // A big room, or heavy traffic, will not be kicked: its writer
-        // tasks are woken as it goes, with nothing to collect.
-        let kick = room.members.len() <= self.direct_fanout && self.load.is_light();
+        // A big room under busier traffic, a room of thousands, or any
+        // under heavy traffic, will not be kicked: its writer tasks are
+        // woken as it goes, with nothing to collect.
+        let size = room.members.len();
+        let kick = if size <= self.direct_fanout {
+            self.load.is_light()
+        } else {
+            self.direct_fanout > 0 && size < kicks::SLICED_KICKS && self.load.is_quiet()
+        };
         for (id, outbox) in room.members.iter() {
             if Some(id) == except {
                 continue;

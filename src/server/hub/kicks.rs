@@ -68,10 +68,14 @@ impl Drop for Kicks {
         // A fan-out to a room of everyday size is written by this task,
         // one socket after another: far cheaper than waking a task per
         // member and another core to run some of them. A bigger one wants
-        // every core, so its members' writer tasks are woken instead.
-        // Thousands at once (a big room told a summary of joins) are
-        // written by one task, a slice at a time: woken, their writer
-        // tasks would all queue ahead of every other room's traffic.
+        // every core: under quiet traffic it is cut into parts of
+        // `direct_fanout`, this task writes one and a task of its own
+        // each other part, for whichever worker is free (a wake-up per
+        // part, not per member); under busier traffic its members' writer
+        // tasks were woken as it was queued. Thousands at once (a big
+        // room's summary of joins) are written by one task, a slice at a
+        // time: woken, their writer tasks would all queue ahead of every
+        // other room's traffic.
         if self.0.len() >= SLICED_KICKS {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 let list = std::mem::take(&mut self.0);
@@ -82,6 +86,15 @@ impl Drop for Kicks {
                     }
                 });
                 return;
+            }
+        }
+        let per = self.1;
+        if per > 0 && self.0.len() > per {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                while self.0.len() > per {
+                    let part = self.0.split_off(per.max(self.0.len() - per));
+                    runtime.spawn(async move { part.iter().for_each(|outbox| outbox.kick()) });
+                }
             }
         }
         let direct = self.0.len() <= self.1;
@@ -98,8 +111,8 @@ impl Drop for Kicks {
 }
 
 /// Kicks from one lock hold written a slice at a time by a task of their
-/// own. Only a big room's held notices come this many (a room's messages
-/// past `direct_fanout` wake writer tasks as they are queued).
+/// own. Only a big room's held notices come this many (lines into rooms
+/// this big wake their writer tasks as they are queued).
 pub(super) const SLICED_KICKS: usize = 1024;
 /// Sockets written between two yields of that task: about 0.2 ms of writes.
 const KICK_SLICE: usize = 64;
@@ -111,16 +124,33 @@ const KICK_SLICE: usize = 64;
 /// where kicks would write every fan-out on its own (closed loop in a room
 /// of 100, kicking every fan-out cost a quarter of the throughput and half
 /// again the CPU). Everyday traffic, far below the limit, is kicked.
+///
+/// Over a longer [`SPELL`] it also tells whether traffic is quiet enough
+/// for a big room's fan-out to be kicked (cut into parts, see [`Kicks`]):
+/// at 100 or 300 msg/s into a room of 500 that took a sixth and a tenth
+/// less CPU than waking 500 writer tasks per line, with a lower tail; at
+/// 1,000 msg/s it lost to them (docs/performance.md, scenario 9).
 #[derive(Debug, Default)]
 pub(super) struct Load {
     since: Option<Instant>,
     lines: usize,
+    spell_since: Option<Instant>,
+    spell_lines: usize,
+    /// Lines of the spell before the current one (0 if nothing was pushed
+    /// in it).
+    last_spell: usize,
 }
 
 impl Load {
     /// Whether the traffic of the window so far is light enough for kicks.
     pub(super) fn is_light(&self) -> bool {
         self.lines <= MAX_KICKED_PER_WINDOW
+    }
+
+    /// Whether the traffic of the last spell, and of this one so far, is
+    /// quiet enough for a big room's fan-out to be kicked.
+    pub(super) fn is_quiet(&self) -> bool {
+        self.is_light() && self.last_spell.max(self.spell_lines) <= MAX_QUIET_PER_SPELL
     }
 
     /// Counts `lines` more; says whether the window's traffic is still
@@ -134,6 +164,14 @@ impl Load {
             self.lines = 0;
         }
         self.lines += lines;
+        let spell = self.spell_since.map(|at| now.saturating_duration_since(at));
+        if spell.is_none_or(|spell| spell >= SPELL) {
+            let follows = spell.is_some_and(|spell| spell < 2 * SPELL);
+            self.last_spell = if follows { self.spell_lines } else { 0 };
+            self.spell_since = Some(now);
+            self.spell_lines = 0;
+        }
+        self.spell_lines += lines;
         self.lines <= MAX_KICKED_PER_WINDOW
     }
 }
@@ -143,3 +181,9 @@ impl Load {
 /// a tenth of it, closed-loop chat in the same room about nine times it.
 pub(super) const LOAD_WINDOW: Duration = Duration::from_millis(1);
 pub(super) const MAX_KICKED_PER_WINDOW: usize = 1000;
+
+/// The longer span over which quiet traffic is told, and the most lines in
+/// one for a room bigger than `direct_fanout` to be kicked (150,000 a
+/// second: 300 msg/s into a room of 500).
+pub(super) const SPELL: Duration = Duration::from_millis(10);
+pub(super) const MAX_QUIET_PER_SPELL: usize = 1500;

@@ -5,7 +5,7 @@
 use super::*;
 use crate::event::Format;
 use crate::server::outbox::Drain;
-use kicks::{LOAD_WINDOW, MAX_KICKED_PER_WINDOW};
+use kicks::{LOAD_WINDOW, MAX_KICKED_PER_WINDOW, MAX_QUIET_PER_SPELL};
 use std::collections::BTreeSet;
 use std::time::Instant;
 
@@ -211,20 +211,97 @@ fn fan_outs_write_to_sockets_only_after_the_lock_is_released() {
 }
 
 #[test]
-fn a_big_rooms_fan_out_wakes_writer_tasks_instead() {
-    let hub = Arc::new(Hub::default());
-    let watches: Vec<_> = (0..HubLimits::default().direct_fanout + 1)
-        .map(|_| watched(&hub, "big").0)
-        .collect();
-    let speaker = Probe::join(&hub, "big");
-    // Joins into the room while it was small were told directly.
+fn quiet_traffic_is_told_over_a_spell() {
+    let t0 = Instant::now();
+    let ms = |n: u64| t0 + std::time::Duration::from_millis(n);
+    let mut load = Load::default();
+    // A line into a room of 500 now and then: quiet.
+    load.direct_after(499, t0);
+    assert!(load.is_quiet());
+    load.direct_after(499, ms(3));
+    load.direct_after(499, ms(6));
+    assert!(load.is_quiet());
+    // A fourth within the same spell: busier, though each window is light.
+    load.direct_after(499, ms(9));
+    assert!(load.is_light());
+    assert!(!load.is_quiet());
+    // The next spell remembers the busy one.
+    load.direct_after(499, ms(10));
+    assert!(!load.is_quiet());
+    // One quiet spell later, quiet again; after a silence, too.
+    load.direct_after(499, ms(20));
+    assert!(load.is_quiet());
+    load.direct_after(MAX_QUIET_PER_SPELL, ms(30));
+    assert!(!load.is_quiet());
+    load.direct_after(1, ms(100));
+    assert!(load.is_quiet());
+}
+
+/// A room bigger than `direct_fanout`, every member's socket watched and
+/// idle, and someone to speak in it; the hub's traffic counts start afresh.
+async fn big_watched_room(hub: &Arc<Hub>, members: usize) -> (Vec<Arc<LockWatch>>, Probe) {
+    let watches: Vec<_> = (0..members).map(|_| watched(hub, "big").0).collect();
+    let speaker = Probe::join(hub, "big");
+    // Tell the held joins (kicked in parts: let the other parts' tasks
+    // run), and play every writer task for what is left.
+    hub.tell_held();
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    most_queued(hub);
+    most_queued(hub);
     for watch in &watches {
         watch.written.lock().unwrap().clear();
     }
+    hub.lock().load = Load::default();
+    (watches, speaker)
+}
+
+fn heard(watches: &[Arc<LockWatch>], line: &str) -> usize {
+    watches
+        .iter()
+        .filter(|w| String::from_utf8_lossy(&w.written.lock().unwrap()).contains(line))
+        .count()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_big_rooms_fan_out_under_quiet_traffic_is_written_in_parts() {
+    let hub = Arc::new(Hub::default());
+    let per = HubLimits::default().direct_fanout;
+    let (watches, speaker) = big_watched_room(&hub, 2 * per + 1).await;
     hub.say(speaker.id, "big", "to all", false).unwrap();
-    for watch in &watches {
-        assert!(watch.written.lock().unwrap().is_empty(), "written directly");
+    // The speaker's task wrote one part itself; the others are tasks of
+    // their own, for whichever worker is free.
+    assert_eq!(heard(&watches, "to all"), per);
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
     }
+    assert_eq!(heard(&watches, "to all"), watches.len());
+    assert_eq!(most_queued(&hub), Some(0), "nothing left for writer tasks");
+    for watch in &watches {
+        assert_eq!(
+            watch.under_lock.load(std::sync::atomic::Ordering::SeqCst),
+            0
+        );
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_big_rooms_fan_out_under_busier_traffic_wakes_writer_tasks() {
+    let hub = Arc::new(Hub::default());
+    let (watches, speaker) = big_watched_room(&hub, HubLimits::default().direct_fanout + 1).await;
+    // Two light windows in this spell, busier than quiet together.
+    let now = Instant::now();
+    {
+        let mut st = hub.lock();
+        st.load
+            .direct_after(MAX_QUIET_PER_SPELL / 2 + 1, now - 3 * LOAD_WINDOW);
+        st.load.direct_after(MAX_QUIET_PER_SPELL / 2 + 1, now);
+        assert!(st.load.is_light() && !st.load.is_quiet());
+    }
+    hub.say(speaker.id, "big", "to all", false).unwrap();
+    tokio::task::yield_now().await;
+    assert_eq!(heard(&watches, "to all"), 0, "written by a kick");
     // Left queued, for each member's writer task.
     let st = hub.lock();
     let queued = st
@@ -232,7 +309,7 @@ fn a_big_rooms_fan_out_wakes_writer_tasks_instead() {
         .iter()
         .filter(|(id, m)| **id != speaker.id && !m.outbox.drain_now().is_empty())
         .count();
-    assert_eq!(queued, HubLimits::default().direct_fanout + 1);
+    assert_eq!(queued, watches.len());
 }
 
 fn greet(_: &Nick) -> Outgoing {
