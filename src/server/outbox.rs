@@ -348,7 +348,6 @@ impl Outbox {
     /// the writer task has nothing to do: everything was written, or
     /// someone else owns the queue and will look at it again.
     fn write_now(&self, socket: &dyn Direct, encoding: Encoding) -> bool {
-        let mut items: [Option<Queued>; MAX_DIRECT] = [const { None }; MAX_DIRECT];
         let mut st = self.lock();
         if st.owner != Owner::Idle {
             return true;
@@ -361,12 +360,31 @@ impl Outbox {
             return false;
         }
         st.owner = Owner::Kicker;
+        // Nearly every kick writes one line: its own size of list, not
+        // eight slots set up and dropped each time.
+        if n == 1 {
+            self.write_items::<1>(st, n, socket, encoding)
+        } else {
+            self.write_items::<MAX_DIRECT>(st, n, socket, encoding)
+        }
+    }
+
+    /// Takes the first `n` (at most `N`) queued items, for the kicker that
+    /// now owns the queue, and writes them with one call.
+    fn write_items<const N: usize>(
+        &self,
+        mut st: MutexGuard<'_, State>,
+        n: usize,
+        socket: &dyn Direct,
+        encoding: Encoding,
+    ) -> bool {
+        let mut items: [Option<Queued>; N] = [const { None }; N];
         for slot in items[..n].iter_mut() {
             *slot = st.queue.pop_front();
         }
         drop(st);
 
-        let mut slices = [IoSlice::new(&[]); MAX_DIRECT];
+        let mut slices = [IoSlice::new(&[]); N];
         for (slice, item) in slices.iter_mut().zip(items.iter().flatten()) {
             *slice = IoSlice::new(item.wire(encoding.format, encoding.encode));
         }
