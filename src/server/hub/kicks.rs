@@ -127,9 +127,10 @@ const KICK_SLICE: usize = 64;
 ///
 /// Over a longer [`SPELL`] it also tells whether traffic is quiet enough
 /// for a big room's fan-out to be kicked (cut into parts, see [`Kicks`]):
-/// at 100 or 300 msg/s into a room of 500 that took a sixth and a tenth
-/// less CPU than waking 500 writer tasks per line, with a lower tail; at
-/// 1,000 msg/s it lost to them (docs/performance.md, scenario 9).
+/// at 10 and 100 msg/s into a room of 500 that took a sixth and a tenth
+/// less CPU than waking 499 writer tasks per line, the tail about level;
+/// at 1,000 msg/s, there or in a room of 200, it lost to them, its p99
+/// up by a third or more (docs/performance.md, scenario 9).
 #[derive(Debug, Default)]
 pub(super) struct Load {
     since: Option<Instant>,
